@@ -1,0 +1,3 @@
+from flashmla_core.cli.main import main
+
+raise SystemExit(main())
