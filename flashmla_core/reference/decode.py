@@ -21,30 +21,22 @@ def dense_decode(q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim
     lse = torch.empty(b, h_q, s_q, dtype=torch.float32, device=q.device)
     if b == 0:
         return out, lse
-    seqlens = cache_seqlens.long()
-    max_len = int(seqlens.max())  # the reference may sync; it is not the fast path on GPUs
-    row_bytes = max(1, max_len) * h_kv * (d_qk * 4 * 2 + s_q * h_q // h_kv * 4 * 2)
-    step = chunk_size(b, row_bytes)
-    t = torch.arange(max_len, device=q.device)
+    # One request at a time, padded to nothing: a request's arithmetic never depends on its
+    # batch-mates (bitwise batch invariance), and memory stays bounded by the longest request.
+    lengths = cache_seqlens.tolist()  # the reference may sync; it is not the fast path on GPUs
     j = torch.arange(s_q, device=q.device)
-    for i0 in range(0, b, step):
-        sl = slice(i0, min(b, i0 + step))
-        L = seqlens[sl]
-        valid = t[None, :] < L[:, None]                                     # [c, T]
-        blocks = block_table[sl, :].long().gather(1, (t // page).expand(L.shape[0], -1)) \
-            if max_len > 0 else torch.zeros(L.shape[0], 0, dtype=torch.long, device=q.device)
-        blocks = torch.where(valid, blocks, 0)                              # unused entries may be garbage
-        rows = _rows_to_float(kv_cache[blocks, (t % page)[None, :]], kv_format)  # [c, T, h_kv, row]
-        rows = torch.where(valid[:, :, None, None], rows, 0.0)
-        mask = valid[:, None, :].expand(-1, s_q, -1)                        # [c, s_q, T]
+    for i, L in enumerate(lengths):
+        t = torch.arange(L, device=q.device)
+        blocks = block_table[i, :-(-L // page)].long().repeat_interleave(page)[:L]   # never reads garbage
+        rows = _rows_to_float(kv_cache[blocks, t % page], kv_format).unsqueeze(0)    # [1, L, h_kv, row]
+        mask = torch.ones(1, s_q, L, dtype=torch.bool, device=q.device)
         if causal:
-            last = L[:, None] - s_q + j[None, :]                            # query j sees keys <= last
-            mask = mask & (t[None, None, :] <= last[:, :, None])
+            mask = (t[None, :] <= (L - s_q + j)[:, None]).unsqueeze(0)              # bottom-right aligned
         mask = mask[:, :, None, :].expand(-1, -1, h_kv, -1)
-        o, l, _ = attend(q[sl].float(), rows[..., :d_qk], rows[..., :head_dim_v], mask, softmax_scale)
+        o, l, _ = attend(q[i:i + 1].float(), rows[..., :d_qk], rows[..., :head_dim_v], mask, softmax_scale)
         o = apply_sink(o, l, attn_sink)
-        out[sl] = o.to(q.dtype)
-        lse[sl] = l.transpose(1, 2)
+        out[i] = o[0].to(q.dtype)
+        lse[i] = l[0].transpose(0, 1)
     return out, lse
 
 

@@ -22,6 +22,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     """
     B, S, H, D = q.shape
     G = k.shape[2]
+    if k.shape[1] == 0:  # no keys at all (every request empty)
+        full = lambda v: torch.full((B, S, H), v, dtype=torch.float32, device=q.device)  # noqa: E731
+        return q.new_zeros(B, S, H, v.shape[-1]), full(float("inf")), full(float("-inf"))
     qg = q.reshape(B, S, G, H // G, D)
     scores = torch.einsum("bsgrd,btgd->bsgrt", qg, k) * scale
     scores = scores.masked_fill(~mask.unsqueeze(3), float("-inf"))
