@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 
 from .contract import validate
+from .contract.kv_formats import get_format
 from .contract.plan import DecodePlan, make_plan_key
 from .errors import ContractError
 from .registry.selection import REGISTRY
@@ -104,11 +105,12 @@ def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, max_se
 
 def plan_decode(cache_seqlens, *, num_q_heads: int, num_kv_heads: int = 1, q_len: int = 1,
                 topk: Optional[int] = None, topk_length=None, deterministic: bool = False,
-                backend=None) -> DecodePlan:
+                dtype: Optional[torch.dtype] = None, kv_format: Optional[str] = None, backend=None) -> DecodePlan:
     """Makes the split-KV schedule for one decode step, on cache_seqlens' device, without a host sync.
 
     Reuse the plan for every layer of the step (same cache_seqlens values). topk=None plans dense
-    decode; an int plans sparse decode with that many indices per query.
+    decode; an int plans sparse decode with that many indices per query. Passing the query dtype and
+    the cache's kv_format lets selection rule out backends that plan but cannot run that format.
     """
     validate._tensor("cache_seqlens", cache_seqlens, ndim=1, dtypes=(torch.int32,), device=None)
     if topk_length is not None:
@@ -116,7 +118,9 @@ def plan_decode(cache_seqlens, *, num_q_heads: int, num_kv_heads: int = 1, q_len
     key = make_plan_key(cache_seqlens.device, cache_seqlens.shape[0], q_len, num_q_heads, num_kv_heads, topk,
                         deterministic)
     op = "dense_decode" if topk is None else "sparse_decode"
-    be = REGISTRY.resolve_planner(op, key, q_len, num_q_heads, backend)
+    if kv_format is not None:
+        get_format(kv_format)
+    be = REGISTRY.resolve_planner(op, key, q_len, num_q_heads, backend, dtype=dtype, kv_format=kv_format)
     schedule, num_splits = be.plan_decode(key, cache_seqlens, topk_length)
     return DecodePlan(be.name, key, schedule, num_splits)
 

@@ -124,6 +124,8 @@ def check_dense_decode(q, kv_cache, block_table, cache_seqlens, *, head_dim_v, s
         if not isinstance(kv_cache, torch.Tensor):
             raise ContractError("kv_cache", "a torch.Tensor", _desc(kv_cache))
         kv_format = FORMAT_OF_DTYPE.get(kv_cache.dtype, "fp8_v32")
+        if kv_cache.dtype in HALF_DTYPES and kv_cache.dtype != q.dtype:
+            raise ContractError("kv_cache", f"dtype {str(q.dtype).replace('torch.', '')} (q's dtype)", _desc(kv_cache))
     page_size, h_kv = _paged_cache(kv_cache, kv_format, d_qk, q.device, q.dtype)
     if h_q % h_kv != 0:
         raise ContractError("kv_cache", f"h_kv (dim 2) dividing h_q = {h_q}", f"h_kv = {h_kv}")

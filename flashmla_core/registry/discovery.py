@@ -46,8 +46,10 @@ def load_all(eps=None):
                 prev = records[ep.name]
                 raise ValueError(f"duplicate backend name {ep.name!r}: also provided by {prev.distribution}")
         except Exception as exc:  # noqa: BLE001 - any plugin failure is recorded, never raised
-            last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-            where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
+            # point at the plugin's own code, not at importlib or at the checks above
+            frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                      if f.filename != __file__ and not f.filename.startswith("<frozen")]
+            where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
             failures.append(BackendLoadFailure(ep.name, dist_name, dist_version,
                                                f"{type(exc).__name__}: {exc}{where}"))
             continue

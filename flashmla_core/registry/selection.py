@@ -158,12 +158,16 @@ class Registry:
         for name, reasons in trace:
             if not reasons:
                 return self._records[name].backend
-        raise NoBackendError(problem.describe() + f" on {problem.arch}", dict(trace))
+        reasons = {}
+        for name, why in trace:
+            reasons.setdefault(name, []).extend(why)
+        raise NoBackendError(problem.describe(), reasons)
 
 
-    def resolve_planner(self, op: str, key, q_len: int, num_q_heads: int, backend=None):
+    def resolve_planner(self, op: str, key, q_len: int, num_q_heads: int, backend=None, dtype=None,
+                        kv_format=None):
         """The backend that will serve a decode step planned with `key`: the first that serves its
-        device, head counts, s_q, topk and determinism for `op` (dtype and head dims are not known yet)."""
+        device, head counts, s_q, topk, determinism and (when given) dtype and kv_format for `op`."""
         from ..capability.device import arch_of
         self._ensure_loaded()
         reasons_by_name = {}
@@ -173,8 +177,8 @@ class Registry:
                 reasons_by_name[name] = reasons
                 continue
             cap = self._records[name].backend.capabilities()[op]
-            probe = Problem(op, key.device.type, arch, next(iter(cap.dtypes)), *next(iter(cap.head_dims)),
-                            h_q=num_q_heads, h_kv=key.num_kv_heads, s_q=q_len, topk=key.topk,
+            probe = Problem(op, key.device.type, arch, dtype or next(iter(cap.dtypes)), *next(iter(cap.head_dims)),
+                            h_q=num_q_heads, h_kv=key.num_kv_heads, s_q=q_len, kv_format=kv_format, topk=key.topk,
                             deterministic=key.deterministic)
             why = cap.reasons(probe)
             if not why:

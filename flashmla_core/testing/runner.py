@@ -12,7 +12,7 @@ import torch
 from .. import api
 from ..capability.device import arch_of, arch_matches
 from ..contract import validate
-from ..errors import ContractError, NoBackendError
+from ..errors import NoBackendError
 from ..registry.selection import REGISTRY
 from . import compare, oracle
 from .cases import Case, cases_for
@@ -127,7 +127,7 @@ def run_case(backend_name: str, case: Case, device: str) -> CaseResult:
         got = fn(*inp.args, **inp.kwargs, backend=backend_name)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-    except (ContractError, NoBackendError, RuntimeError, NotImplementedError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a crash is a failure of the backend, reported as such
         return CaseResult(case, "failed", [f"raised {type(exc).__name__}: {exc}"], time.perf_counter() - t0)
     want = getattr(oracle, case.op)(*map(_cpu, inp.args), **{k: _cpu(v) for k, v in inp.oracle_kwargs.items()})
     errs = _check_outputs(case.op, got, want, inp.args[0].dtype)
