@@ -74,4 +74,4 @@ def explain(op: str, *args, backend=None, **kwargs) -> Explanation:
     problem, _ = _CHECKS[op](*(named[n] for n in _POSITIONAL[op]), **opts)
     trace = REGISTRY.decide(op, problem, backend)
     chosen = next((n for n, r in trace if not r), None)
-    return Explanation(op, problem.describe() + f" on {problem.arch}", chosen, trace)
+    return Explanation(op, problem.describe(), chosen, trace)

@@ -45,7 +45,8 @@ def _tensor(name: str, t: object, *, ndim: int, dtypes: Sequence[torch.dtype], d
 def _shape(name: str, t: torch.Tensor, expected: Sequence[Optional[int]], labels: str):
     for want, got in zip(expected, t.shape):
         if want is not None and want != got:
-            raise ContractError(name, f"shape [{labels}] = {list(expected)} (None = any)", f"shape {list(t.shape)}")
+            want = ", ".join("any" if e is None else str(e) for e in expected)
+            raise ContractError(name, f"shape [{labels}] = [{want}]", f"shape {list(t.shape)}")
 
 
 def _scale(softmax_scale: object, d_qk: int, required: bool = False) -> float:
