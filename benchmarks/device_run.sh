@@ -72,7 +72,13 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   fi
 fi
 
-step bench 540 $PY -m flashmla bench --json "$OUT/bench.json" --markdown "$OUT/bench.md" --plot "$OUT/bench.png" "$@"
+if [ "${SANITIZE:-0}" = 1 ] && [ -f backends/sm90/tests/sanitize_cases.py ]; then
+  SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  step memcheck 300 "$SAN" --tool memcheck --error-exitcode 1 $PY backends/sm90/tests/sanitize_cases.py
+  step racecheck 300 "$SAN" --tool racecheck --error-exitcode 1 $PY backends/sm90/tests/sanitize_cases.py
+fi
+
+[ "${SKIP_BENCH:-0}" = 1 ] || step bench 540 $PY -m flashmla bench --json "$OUT/bench.json" --markdown "$OUT/bench.md" --plot "$OUT/bench.png" "$@"
 
 echo
 echo "== steps (logs in \$OUT/logs)"

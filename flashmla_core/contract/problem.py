@@ -16,7 +16,7 @@ OPS = ("dense_decode", "sparse_decode", "sparse_prefill", "dense_prefill")
 FEATURES = ("causal", "attn_sink", "topk_length", "deterministic")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=True)
 class Problem:
     op: str
     device_type: str
@@ -34,6 +34,14 @@ class Problem:
     attn_sink: bool = False
     topk_length: bool = False
     deterministic: bool = False
+
+    def __hash__(self) -> int:
+        # a Problem is the selection cache key of every call: hash its fields once
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", h)
+        return h
 
     @property
     def features(self) -> frozenset:

@@ -104,9 +104,9 @@ class Registry:
         return rec.backend
 
     # ---- selection ----
-    def _order(self, requested) -> tuple:
+    def _order(self, requested, override, env_order) -> tuple:
         """-> (ordered candidate names, named explicitly?)."""
-        for src in (requested, _override.get(), _names(os.environ.get("FLASHMLA_BACKEND"))):
+        for src in (requested, override, env_order):
             if src:
                 return tuple(src), True
         by_priority = sorted(self._records.values(), key=lambda r: (-r.backend.priority, r.backend.name))
@@ -119,13 +119,16 @@ class Registry:
         """
         self._ensure_loaded()
         device_type = problem.device_type if problem is not None else device_type
-        requested = _names(backend)
-        disabled = frozenset(_names(os.environ.get("FLASHMLA_DISABLE_BACKENDS")) or ())
-        order, named = self._order(requested)
-        key = (op, problem, device_type, order, named, disabled)
-        hit = self._decisions.get(key)
+        env_order, env_disabled = os.environ.get("FLASHMLA_BACKEND"), os.environ.get("FLASHMLA_DISABLE_BACKENDS")
+        override = _override.get()
+        # the hot path: one dict lookup on what the caller gave, before anything is parsed or sorted
+        fast_key = (op, problem, device_type, backend if not isinstance(backend, list) else tuple(backend),
+                    override, env_order, env_disabled)
+        hit = self._decisions.get(fast_key)
         if hit is not None:
             return hit
+        disabled = frozenset(_names(env_disabled) or ())
+        order, named = self._order(_names(backend), override, _names(env_order))
         trace, failed = [], {f.name: f for f in self._failures}
         for name in order:
             rec = self._records.get(name)
@@ -150,7 +153,7 @@ class Registry:
                 trace.append((name, reasons))
         if not named:  # show broken plugins too: the user may have expected one of them
             trace.extend((f.name, [f"failed to load: {f.error}"]) for f in self._failures)
-        self._decisions[key] = trace
+        self._decisions[fast_key] = trace
         return trace
 
     def resolve(self, op: str, problem: Problem, backend=None):

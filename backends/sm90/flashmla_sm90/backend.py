@@ -1,0 +1,85 @@
+"""The sm90 backend object: a capability table declared from what was compiled, and the ops."""
+from __future__ import annotations
+
+import pathlib
+
+import torch
+
+from flashmla_core import Backend, IntRange, OpCapability
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _compiled_variants() -> list:
+    path = pathlib.Path(__file__).with_name("variants.txt")
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+class SM90Backend(Backend):
+    name = "sm90"
+    priority = 100
+    auto_select_device_types = ("cuda",)
+
+    def __init__(self):
+        self._ext = None
+        self._load_error = None
+        self._caps = self._declare()
+
+    def _declare(self) -> dict:
+        dense = [(v[1], int(v[2])) for v in _compiled_variants() if v[0] == "dense_decode"]
+        if not dense:
+            return {}
+        return {
+            "dense_decode": OpCapability(
+                "dense_decode", archs=("sm_90",),
+                dtypes=frozenset(_DTYPES[d] for d, _ in dense),
+                head_dims=frozenset((d, 512) for _, d in dense),
+                h_q=IntRange(1, 128), h_kv=IntRange(1, 128), s_q=IntRange(1, None),
+                page_sizes=None, kv_formats=frozenset(d for d, _ in dense),
+                features=frozenset({"causal", "attn_sink", "deterministic"}),
+                notes="wgmma + cp.async gather, split-KV with on-device plan; any page size"),
+        }
+
+    @property
+    def ext(self):
+        if self._ext is None:
+            from . import _C
+            self._ext = _C
+        return self._ext
+
+    def capabilities(self):
+        return self._caps
+
+    def is_available(self):
+        reasons = []
+        if not self._caps:
+            reasons.append("no kernels compiled (variants.txt missing: build with pip install -e backends/sm90)")
+        try:
+            self.ext
+        except Exception as exc:  # noqa: BLE001 - shown by `flashmla info`
+            reasons.append(f"extension not built or not loadable: {exc}")
+        if not torch.cuda.is_available():
+            reasons.append("no CUDA device")
+        return reasons
+
+    def info(self):
+        return {"compiled": ", ".join(" ".join(v) for v in _compiled_variants()) or "nothing"}
+
+    def plan_decode(self, key, cache_seqlens, topk_length):
+        num_parts = self.ext.default_num_parts(cache_seqlens, key.num_kv_heads, key.rows_per_kv_head)
+        schedule, num_splits = self.ext.plan(cache_seqlens, num_parts, key.deterministic)
+        return schedule, num_splits
+
+    def dense_decode(self, q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim_v, softmax_scale,
+                     causal, attn_sink, plan):
+        if plan:
+            schedule, num_splits = plan
+        else:
+            rows = q.shape[1] * q.shape[2] // kv_cache.shape[2]
+            parts = self.ext.default_num_parts(q, kv_cache.shape[2], rows)
+            schedule, num_splits = self.ext.plan(cache_seqlens, parts, False)
+        out, lse = self.ext.dense_decode(q, kv_cache, block_table, cache_seqlens, schedule, num_splits,
+                                         softmax_scale, causal, attn_sink)
+        return out, lse

@@ -1,0 +1,36 @@
+"""A few small sm90 decode calls covering every kernel path, to run under compute-sanitizer:
+
+    compute-sanitizer --tool memcheck python backends/sm90/tests/sanitize_cases.py
+    compute-sanitizer --tool racecheck python backends/sm90/tests/sanitize_cases.py
+"""
+import torch
+
+from flashmla import attention
+
+
+def case(b, lens, h_q, h_kv, s_q, page, dtype, d, deterministic=False, sink=False):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    blocks = [-(-L // page) for L in lens]
+    n = sum(blocks) + 1
+    table = torch.full((b, max(blocks) + 1), 2147480000, dtype=torch.int32, device="cuda")
+    perm = torch.randperm(n, device="cuda", generator=g).int()
+    used = 0
+    for i, k in enumerate(blocks):
+        table[i, :k] = perm[used:used + k]
+        used += k
+    cache = torch.randn(n, page, h_kv, d, device="cuda", generator=g).to(dtype)
+    q = torch.randn(b, s_q, h_q, d, device="cuda", generator=g).to(dtype)
+    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    attn_sink = torch.randn(h_q, device="cuda") if sink else None
+    plan = attention.plan_decode(seqlens, num_q_heads=h_q, num_kv_heads=h_kv, q_len=s_q, deterministic=deterministic)
+    out, lse = attention.dense_decode(q, cache, table, seqlens, causal=s_q > 1, attn_sink=attn_sink, plan=plan)
+    torch.cuda.synchronize()
+    assert not torch.isnan(out).any()
+
+
+if __name__ == "__main__":
+    case(3, [300, 0, 1], 16, 1, 1, 64, torch.bfloat16, 576)                 # split + unsplit + empty
+    case(2, [130, 77], 128, 1, 2, 16, torch.float16, 576, sink=True)         # 2 m-tiles... (rows 256), causal
+    case(2, [129, 64], 6, 3, 2, 7, torch.bfloat16, 512)                      # GQA, odd page, d 512
+    case(2, [200, 3], 32, 1, 1, 64, torch.bfloat16, 576, deterministic=True)
+    print("sanitize cases ran")

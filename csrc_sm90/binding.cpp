@@ -1,0 +1,130 @@
+// Torch binding of the sm90 kernels: tensor checks the contract layer cannot see (device, arch,
+// int32 ranges), allocation of outputs and split-KV workspaces, and the launches.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/extension.h>
+
+#include <limits>
+
+#include "common/api.h"
+
+namespace fm = flashmla_sm90;
+
+namespace {
+
+#define CHECK_CUDA_LAUNCH(expr)                                                                    \
+  do {                                                                                             \
+    cudaError_t err_ = (expr);                                                                     \
+    TORCH_CHECK(err_ == cudaSuccess, "flashmla_sm90: ", #expr, " failed: ", cudaGetErrorString(err_)); \
+  } while (0)
+
+int num_sms(const torch::Device& device) {
+  return at::cuda::getDeviceProperties(device.index())->multiProcessorCount;
+}
+
+fm::DType dtype_of(const torch::Tensor& t) {
+  TORCH_CHECK(t.scalar_type() == torch::kBFloat16 || t.scalar_type() == torch::kHalf,
+              "flashmla_sm90: q must be bfloat16 or float16");
+  return t.scalar_type() == torch::kBFloat16 ? fm::DType::kBF16 : fm::DType::kFP16;
+}
+
+void check_sm90(const torch::Tensor& t) {
+  TORCH_CHECK(t.is_cuda(), "flashmla_sm90: tensors must be on a CUDA device");
+  auto* props = at::cuda::getDeviceProperties(t.device().index());
+  TORCH_CHECK(props->major == 9 && props->minor == 0, "flashmla_sm90: needs an sm_90 GPU, got sm_",
+              props->major, props->minor);
+}
+
+}  // namespace
+
+// -> (schedule int32 [num_parts, 8], num_splits int32 [b + 1])
+std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool deterministic) {
+  check_sm90(seqlens);
+  c10::cuda::CUDAGuard guard(seqlens.device());
+  const int64_t b = seqlens.size(0);
+  auto opts = seqlens.options().dtype(torch::kInt32);
+  if (deterministic) num_parts = std::max<int64_t>(b, 1);
+  auto schedule = torch::empty({num_parts, 8}, opts);
+  auto num_splits = torch::empty({b + 1}, opts);
+  if (b == 0) {
+    num_splits.zero_();
+    schedule.fill_(0);
+    schedule.select(1, 0).fill_(1);  // empty parts
+    return {schedule, num_splits};
+  }
+  fm::PlanParams p{};
+  p.seqlens = seqlens.data_ptr<int32_t>();
+  p.schedule = reinterpret_cast<fm::SchedulePart*>(schedule.data_ptr<int32_t>());
+  p.num_splits = num_splits.data_ptr<int32_t>();
+  p.batch = int(b);
+  p.num_parts = int(num_parts);
+  p.deterministic = deterministic;
+  CHECK_CUDA_LAUNCH(fm::launch_plan(p, at::cuda::getCurrentCUDAStream()));
+  return {schedule, num_splits};
+}
+
+int64_t default_num_parts(torch::Tensor like, int64_t h_kv, int64_t rows) {
+  const int64_t m_tiles = (rows + fm::kTileRows - 1) / fm::kTileRows;
+  return std::max<int64_t>(1, num_sms(like.device()) / (h_kv * m_tiles));
+}
+
+// -> (out [b, s_q, h_q, 512], lse [b, h_q, s_q] float32)
+std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch::Tensor block_table,
+                                        torch::Tensor seqlens, torch::Tensor schedule, torch::Tensor num_splits,
+                                        double softmax_scale, bool causal, c10::optional<torch::Tensor> attn_sink) {
+  check_sm90(q);
+  c10::cuda::CUDAGuard guard(q.device());
+  const auto dtype = dtype_of(q);
+  const int64_t b = q.size(0), s_q = q.size(1), h_q = q.size(2), d = q.size(3);
+  const int64_t h_kv = kv.size(2);
+  auto out = torch::empty({b, s_q, h_q, fm::kHeadDimV}, q.options());
+  auto lse = torch::empty({b, h_q, s_q}, q.options().dtype(torch::kFloat32));
+  if (b == 0) return {out, lse};
+  const int64_t rows = s_q * h_q / h_kv;
+  const int64_t num_parts = schedule.size(0);
+  for (auto s : {q.stride(0), q.stride(1), q.stride(2), block_table.stride(0)}) {
+    TORCH_CHECK(s <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
+  }
+  // split-KV workspace: at most one extra split per part beyond one per request
+  const int64_t slots = b + num_parts;
+  auto o_accum = torch::empty({slots, h_kv, rows, fm::kHeadDimV}, q.options().dtype(torch::kFloat32));
+  auto lse_accum = torch::empty({slots, h_kv, rows}, q.options().dtype(torch::kFloat32));
+
+  fm::DenseDecodeParams p{};
+  p.q = q.data_ptr();
+  p.kv = kv.data_ptr();
+  p.block_table = block_table.data_ptr<int32_t>();
+  p.seqlens = seqlens.data_ptr<int32_t>();
+  p.attn_sink = attn_sink.has_value() ? attn_sink->data_ptr<float>() : nullptr;
+  p.schedule = reinterpret_cast<const fm::SchedulePart*>(schedule.data_ptr<int32_t>());
+  p.num_splits = num_splits.data_ptr<int32_t>();
+  p.out = out.data_ptr();
+  p.lse = lse.data_ptr<float>();
+  p.o_accum = o_accum.data_ptr<float>();
+  p.lse_accum = lse_accum.data_ptr<float>();
+  p.q_stride_b = q.stride(0); p.q_stride_s = q.stride(1); p.q_stride_h = q.stride(2);
+  p.kv_stride_block = kv.stride(0); p.kv_stride_page = kv.stride(1); p.kv_stride_h = kv.stride(2);
+  p.bt_stride_b = block_table.stride(0);
+  p.out_stride_b = out.stride(0); p.out_stride_s = out.stride(1); p.out_stride_h = out.stride(2);
+  p.batch = int(b); p.s_q = int(s_q); p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = int(kv.size(1));
+  p.rows = int(rows);
+  p.scale_log2 = float(softmax_scale * 1.4426950408889634);
+  p.causal = causal;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  CHECK_CUDA_LAUNCH(fm::launch_dense_decode(p, dtype, int(d), int(num_parts), num_sms(q.device()), stream));
+
+  fm::CombineParams c{};
+  c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
+  c.out = p.out; c.lse = p.lse;
+  c.out_stride_b = p.out_stride_b; c.out_stride_s = p.out_stride_s; c.out_stride_h = p.out_stride_h;
+  c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
+  CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype, stream));
+  return {out, lse};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "flashmla sm90 (Hopper) kernels";
+  m.def("plan", &plan, "split-KV schedule on the device");
+  m.def("default_num_parts", &default_num_parts, "CTA columns for a decode grid");
+  m.def("dense_decode", &dense_decode, "paged MLA decode (+ combine)");
+}

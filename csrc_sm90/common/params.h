@@ -1,0 +1,65 @@
+// Plain-C parameter blocks shared by the kernels and the torch binding (no torch, no CuTe here).
+#pragma once
+#include <cstdint>
+
+namespace flashmla_sm90 {
+
+// One row of the split-KV schedule (int32 x 8), written by the plan kernel, read by the decode
+// kernel. A "part" is the work of one CTA column: a contiguous run of (request, 64-token tile).
+struct SchedulePart {
+  int32_t begin_req;       // first request of this part
+  int32_t begin_tile;      // first 64-token tile within begin_req
+  int32_t end_req;         // last request (inclusive); end_req < begin_req means no work
+  int32_t end_tile;        // one past the last tile within end_req
+  int32_t begin_slot;      // partial-output slot of begin_req's split (later requests start at their first)
+  int32_t pad0, pad1, pad2;
+};
+static_assert(sizeof(SchedulePart) == 32, "the plan buffer is int32 [num_parts, 8]");
+
+constexpr int kTileTokens = 64;       // tokens per KV tile (the scheduling unit), independent of page size
+constexpr int kTileRows = 64;         // query rows per CTA (s_q * h_q / h_kv rows of one KV head)
+constexpr int kHeadDimV = 512;
+constexpr int kRequestOverheadTiles = 1;  // scheduling cost of starting a request (Q load, epilogue)
+
+struct DenseDecodeParams {
+  const void* q;              // [b, s_q, h_q, d_qk]
+  const void* kv;             // [num_blocks, page_size, h_kv, d_qk]
+  const int32_t* block_table; // [b, max_blocks]
+  const int32_t* seqlens;     // [b]
+  const float* attn_sink;     // [h_q] or nullptr
+  const SchedulePart* schedule;
+  const int32_t* num_splits;  // [b + 1] exclusive prefix of splits per request
+  void* out;                  // [b, s_q, h_q, 512]
+  float* lse;                 // [b, h_q, s_q], natural log
+  float* o_accum;             // [slots, h_kv, rows, 512] fp32, normalized partial outputs
+  float* lse_accum;           // [slots, h_kv, rows], log2 domain, -inf when empty
+  int64_t q_stride_b, q_stride_s, q_stride_h;
+  int64_t kv_stride_block, kv_stride_page, kv_stride_h;
+  int64_t bt_stride_b;
+  int64_t out_stride_b, out_stride_s, out_stride_h;
+  int batch, s_q, h_q, h_kv, page_size;
+  int rows;                   // s_q * h_q / h_kv: query rows per KV head
+  float scale_log2;           // softmax_scale * log2(e)
+  bool causal;
+};
+
+struct PlanParams {
+  const int32_t* seqlens;     // [b] (dense) or per-request work lengths (sparse: topk or topk_length)
+  SchedulePart* schedule;     // [num_parts]
+  int32_t* num_splits;        // [b + 1]
+  int batch, num_parts;
+  bool deterministic;         // one part per request, no split: batch invariant
+};
+
+struct CombineParams {
+  const float* o_accum;
+  const float* lse_accum;
+  const int32_t* num_splits;
+  const float* attn_sink;
+  void* out;
+  float* lse;
+  int64_t out_stride_b, out_stride_s, out_stride_h;
+  int batch, s_q, h_q, h_kv, rows;
+};
+
+}  // namespace flashmla_sm90

@@ -1,0 +1,320 @@
+// Dense MLA decode for sm_90a (paged bf16/fp16 KV, absorbed MLA: V = first 512 dims of K).
+//
+// Tiling. One CTA computes 64 query rows of one KV head — the s_q * h_q / h_kv rows that share it,
+// s_q-major (row r is query token r / (h_q/h_kv), head kvh * (h_q/h_kv) + r % (h_q/h_kv)) — against
+// the 64-token KV tiles of a contiguous run of (request, tile) pairs: its schedule part. The Q tile
+// (64 x D, D = 576 or 512) and two KV tiles (64 x D) live in shared memory, swizzle-128B, K-major.
+// V is read through a transposed (MN-major) view of the same KV tile: each KV byte is loaded once
+// and feeds both GEMMs.
+//
+// Thread roles: 256 threads, two warpgroups. A 64 x 512 float32 output tile is 32768 registers —
+// half the register file — so it is split by columns: warpgroup w owns O[:, 256w, 256w + 256)
+// (128 registers per thread). For S = Q K^T warpgroup w computes tokens [32w, 32w + 32) of the tile
+// (wgmma 64x32x16, A = Q and B = K from shared memory), so no MMA is done twice. Row maxima are
+// exchanged through shared memory, each warpgroup stores its half of P (16-bit) in shared memory,
+// and each computes O_w += P (64 x 64) V_w (64 x 256) (wgmma 64x256x16, both operands in shared
+// memory). Both warpgroups hold identical running maxima, so their halves of O stay consistent.
+//
+// Pipeline: cp.async double buffering. While tile k is computed, tile k + 1 is gathered row by row:
+// a token's row is one contiguous run of D * 2 bytes wherever its page is, so any page size works;
+// 4 threads copy the 16-byte chunks of one row. Rows past the request's length are zero-filled and
+// never read (NaN or garbage in unused slots cannot reach P * V, and block-table entries past the
+// last used block are never dereferenced).
+//
+// Split-KV: a request split across parts writes a normalized float32 partial output and a log2
+// partial lse per split; the combine kernel merges them and applies attn_sink. A request with one
+// split is finished here: 16-bit output, natural-log lse, attn_sink applied.
+#pragma once
+
+#include <cute/atom/mma_atom.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/numeric_types.h>
+
+#include "../common/device_utils.cuh"
+#include "../common/params.h"
+
+namespace flashmla_sm90 {
+
+using namespace cute;
+
+template <typename Element, int kD>
+struct DenseDecodeConfig {
+  using SmemLayoutQ =
+      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kD>>{}));
+  using SmemLayoutK =
+      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileTokens>, Int<kD>>{}));
+  using SmemLayoutP =
+      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kTileTokens>>{}));
+  // (dim, token) view of a KV tile: V^T as an MN-major B operand
+  using SmemLayoutVt =
+      decltype(composition(SmemLayoutK{}, make_layout(Shape<Int<kD>, Int<kTileTokens>>{}, GenRowMajor{})));
+  using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
+      Element, Element, float, Shape<_64, _32, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
+  using TiledMmaO = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
+      Element, Element, float, Shape<_64, _256, _64>, GMMA::Major::K, GMMA::Major::MN>()));
+
+  struct SharedStorage {
+    alignas(1024) Element q[cosize_v<SmemLayoutQ>];
+    alignas(1024) Element k[2][cosize_v<SmemLayoutK>];
+    alignas(1024) Element p[cosize_v<SmemLayoutP>];
+    float row_max[2][kTileRows];
+    float row_sum[2][kTileRows];
+  };
+  static constexpr int kThreads = 256;
+  static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
+};
+
+template <typename Element, typename SmemLayout>
+__device__ __forceinline__ void load_tile_rows(Element* smem_tile_base, int row, int chunk0, bool valid,
+                                               const Element* src, SmemLayout smem_layout, int chunks) {
+  Tensor s = make_tensor(make_smem_ptr(smem_tile_base), smem_layout);
+  for (int c = chunk0; c < chunks; c += 4) {
+    cp_async_16(&s(row, c * 8), src + c * 8, valid);
+  }
+}
+
+template <typename Element, int kD>
+__global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_constant__ DenseDecodeParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = DenseDecodeConfig<Element, kD>;
+  using SmemLayoutK = typename Cfg::SmemLayoutK;
+  constexpr float kNegInf = -INFINITY;
+  constexpr int kChunks = kD / 8;
+
+  extern __shared__ char smem_raw[];
+  auto& ss = *reinterpret_cast<typename Cfg::SharedStorage*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+
+  const int tid = threadIdx.x, wg = tid / 128, wg_tid = tid % 128, lane = tid % 32;
+  const int m_tile = blockIdx.x, kvh = blockIdx.y;
+  const SchedulePart part = p.schedule[blockIdx.z];
+  if (part.end_req < part.begin_req) return;
+  const int heads_per_kv = p.h_q / p.h_kv;
+
+  Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Cfg::SmemLayoutQ{});
+  Tensor sP = make_tensor(make_smem_ptr(ss.p), typename Cfg::SmemLayoutP{});
+  typename Cfg::TiledMmaS mma_s;
+  typename Cfg::TiledMmaO mma_o;
+  auto thr_s = mma_s.get_thread_slice(wg_tid);
+  auto thr_o = mma_o.get_thread_slice(wg_tid);
+
+  Tensor tSrQ = thr_s.partition_fragment_A(sQ);
+  Tensor tOrP = thr_o.partition_fragment_A(sP);
+  Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _32>{});
+  Tensor tOrO = partition_fragment_C(mma_o, Shape<_64, _256>{});
+  Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _32>{}));
+  Tensor tOcO = thr_o.partition_C(make_identity_tensor(Shape<_64, _256>{}));
+  Tensor tSsP = thr_s.partition_C(local_tile(sP, Shape<_64, _32>{}, make_coord(0, wg)));
+
+  // The two accumulator rows this thread holds (wgmma C layout: warp w of the warpgroup has rows
+  // 16w..16w+15, lane l rows l/4 and l/4 + 8).
+  // Accumulator value v of a thread sits in row my_row0 + 8 * ((v / 2) % 2): a compile-time slot.
+  const int my_row0 = (wg_tid / 32) * 16 + lane / 4;
+  auto slot_of = [](int v) { return (v >> 1) & 1; };
+
+  // Gather: thread t copies chunks t%4, t%4+4, ... of row t/4.
+  const int copy_row = tid / 4, copy_chunk0 = tid % 4;
+  const Element* kv = static_cast<const Element*>(p.kv);
+  const Element* q = static_cast<const Element*>(p.q);
+
+  for (int req = part.begin_req; req <= part.end_req; ++req) {
+    const int seqlen = p.seqlens[req];
+    const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
+    const int tile_lo = req == part.begin_req ? part.begin_tile : 0;
+    const int tile_hi = req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles;
+    const int first_split = p.num_splits[req];
+    const int n_splits = p.num_splits[req + 1] - first_split;
+    const int slot = req == part.begin_req ? part.begin_slot : first_split;
+
+    auto load_kv_tile = [&](int tile, int buf) {
+      const int token = tile * kTileTokens + copy_row;
+      const bool valid = token < seqlen;
+      const Element* src = kv;
+      if (valid) {
+        const int64_t block = p.block_table[req * p.bt_stride_b + token / p.page_size];
+        src = kv + block * p.kv_stride_block + int64_t(token % p.page_size) * p.kv_stride_page +
+              int64_t(kvh) * p.kv_stride_h;
+      }
+      load_tile_rows(ss.k[buf], copy_row, copy_chunk0, valid, src, SmemLayoutK{}, kChunks);
+    };
+
+    {  // Q tile: rows past the problem's rows are zero
+      const int grow = m_tile * kTileRows + copy_row;
+      const bool valid = grow < p.rows;
+      const Element* src = q;
+      if (valid) {
+        const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
+        src = q + req * p.q_stride_b + j * p.q_stride_s + h * p.q_stride_h;
+      }
+      load_tile_rows(ss.q, copy_row, copy_chunk0, valid, src, typename Cfg::SmemLayoutQ{}, kChunks);
+    }
+    if (tile_lo < tile_hi) load_kv_tile(tile_lo, 0);
+    cp_async_commit();
+
+    float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
+    clear(tOrO);
+
+    for (int tile = tile_lo; tile < tile_hi; ++tile) {
+      const int buf = (tile - tile_lo) & 1;
+      if (tile + 1 < tile_hi) {
+        load_kv_tile(tile + 1, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
+      __syncthreads();
+
+      // S = Q K^T for this warpgroup's 32 tokens
+      Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
+      Tensor tSrK = thr_s.partition_fragment_B(local_tile(sK, Shape<_32, Int<kD>>{}, make_coord(wg, 0)));
+      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
+      warpgroup_fence_operand(tSrS);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
+        cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
+        mma_s.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+
+      // mask (length, causal), scale into log2 units, tile row maxima
+      float tile_max[2] = {kNegInf, kNegInf};
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        const int row = get<0>(tScS(i)), col = get<1>(tScS(i));
+        const int token = tile * kTileTokens + wg * 32 + col;
+        const int grow = m_tile * kTileRows + row;
+        const int last = p.causal ? min(seqlen - 1, seqlen - p.s_q + grow / heads_per_kv) : seqlen - 1;
+        const float s = token <= last ? tSrS(i) * p.scale_log2 : kNegInf;
+        tSrS(i) = s;
+        tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], s);
+      }
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        tile_max[k] = quad_max(tile_max[k]);
+        if (lane % 4 == 0) ss.row_max[wg][my_row0 + 8 * k] = tile_max[k];
+      }
+      named_barrier(1, 256);
+      float rescale[2], m_use[2];
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        const int r = my_row0 + 8 * k;
+        const float m_new = fmaxf(row_max[k], fmaxf(ss.row_max[0][r], ss.row_max[1][r]));
+        rescale[k] = m_new == kNegInf ? 1.f : exp2f(row_max[k] - m_new);
+        m_use[k] = m_new == kNegInf ? 0.f : m_new;
+        row_max[k] = m_new;
+        row_sum[k] *= rescale[k];
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        const int k = slot_of(i);
+        const float pv = exp2f(tSrS(i) - m_use[k]);
+        row_sum[k] += pv;
+        tSsP(i) = Element(pv);
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= rescale[slot_of(i)];
+      cutlass::arch::fence_view_async_shared();  // P stores -> wgmma reads
+      named_barrier(1, 256);
+
+      // O_w += P V_w
+      Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutVt{});
+      Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
+      warpgroup_fence_operand(tOrO);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
+      warpgroup_commit_batch();
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      __syncthreads();  // KV buffer, P and row_max are free for the next tile
+    }
+    cp_async_wait<0>();
+
+    // Epilogue: total row sums across the two warpgroups, then the final or partial output.
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      const float s = quad_sum(row_sum[k]);
+      if (lane % 4 == 0) ss.row_sum[wg][my_row0 + 8 * k] = s;
+    }
+    named_barrier(1, 256);
+    float inv_sum[2], lse2[2];
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      const int r = my_row0 + 8 * k;
+      const float total = ss.row_sum[0][r] + ss.row_sum[1][r];
+      inv_sum[k] = total > 0.f ? 1.f / total : 0.f;
+      lse2[k] = total > 0.f ? row_max[k] + log2f(total) : kNegInf;
+    }
+    const bool finished_here = n_splits <= 1;
+    float factor[2];
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+      factor[k] = inv_sum[k];
+      if (finished_here && p.attn_sink != nullptr && lse2[k] != kNegInf && grow < p.rows) {
+        const int h = kvh * heads_per_kv + grow % heads_per_kv;
+        factor[k] *= 1.f / (1.f + __expf(p.attn_sink[h] - lse2[k] * kLn2));
+      }
+    }
+    if (finished_here) {
+      Element* out = static_cast<Element*>(p.out);
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) {
+        const int row = get<0>(tOcO(i)), col = wg * 256 + get<1>(tOcO(i));
+        const int grow = m_tile * kTileRows + row;
+        if (grow < p.rows) {
+          const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
+          out[req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h + col] =
+              Element(tOrO(i) * factor[slot_of(i)]);
+        }
+      }
+      if (wg == 0 && lane % 4 == 0) {
+        CUTE_UNROLL
+        for (int k = 0; k < 2; ++k) {
+          const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+          if (grow < p.rows) {
+            const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
+            p.lse[(int64_t(req) * p.h_q + h) * p.s_q + j] = lse2[k] == kNegInf ? INFINITY : lse2[k] * kLn2;
+          }
+        }
+      }
+    } else {
+      const int64_t base = (int64_t(slot) * p.h_kv + kvh) * p.rows;
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) {
+        const int row = get<0>(tOcO(i)), col = wg * 256 + get<1>(tOcO(i));
+        const int grow = m_tile * kTileRows + row;
+        if (grow < p.rows) p.o_accum[(base + grow) * kHeadDimV + col] = tOrO(i) * factor[slot_of(i)];
+      }
+      if (wg == 0 && lane % 4 == 0) {
+        CUTE_UNROLL
+        for (int k = 0; k < 2; ++k) {
+          const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+          if (grow < p.rows) p.lse_accum[base + grow] = lse2[k];
+        }
+      }
+    }
+    __syncthreads();  // Q tile and row_sum are reused by the next request
+  }
+#endif
+}
+
+template <typename Element, int kD>
+cudaError_t launch_dense_decode(const DenseDecodeParams& p, int num_parts, int num_sms, cudaStream_t stream) {
+  using Cfg = DenseDecodeConfig<Element, kD>;
+  auto kernel = dense_decode_kernel<Element, kD>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid((p.rows + kTileRows - 1) / kTileRows, p.h_kv, num_parts);
+  (void)num_sms;
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace flashmla_sm90

@@ -1,0 +1,102 @@
+// Split-KV planner: one CTA computes the schedule on the device (no host sync, graph-capturable).
+//
+// Each request costs ceil(seqlen / 64) tiles plus a fixed overhead; the concatenated costs are cut
+// into num_parts equal runs, one per CTA column of the decode grid. A part covers a contiguous range
+// of (request, tile) pairs; a request touched by n parts has n splits, merged by the combine kernel.
+// Deterministic plans give every request one part of its own (no split): batch invariant.
+#include "../common/api.h"
+
+namespace flashmla_sm90 {
+
+constexpr int kPlanThreads = 1024;
+
+// Exclusive prefix sum of data[0..n) in place (shared memory), result total in data[n].
+__device__ void block_exclusive_scan(int* data, int n) {
+  __shared__ int partial[kPlanThreads];
+  const int per = (n + kPlanThreads - 1) / kPlanThreads;
+  const int lo = min(n, threadIdx.x * per), hi = min(n, lo + per);
+  int sum = 0;
+  for (int i = lo; i < hi; ++i) sum += data[i];
+  partial[threadIdx.x] = sum;
+  __syncthreads();
+  for (int offset = 1; offset < kPlanThreads; offset *= 2) {  // Hillis-Steele over the per-thread sums
+    const int v = threadIdx.x >= offset ? partial[threadIdx.x - offset] : 0;
+    __syncthreads();
+    partial[threadIdx.x] += v;
+    __syncthreads();
+  }
+  int run = partial[threadIdx.x] - sum;
+  for (int i = lo; i < hi; ++i) {
+    const int v = data[i];
+    data[i] = run;
+    run += v;
+  }
+  if (threadIdx.x == kPlanThreads - 1) data[n] = partial[kPlanThreads - 1];
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) {
+  extern __shared__ int smem[];
+  int* units = smem;                   // [b + 1]: exclusive prefix of request costs
+  int* splits = smem + p.batch + 1;    // [b + 1]: exclusive prefix of splits per request
+  const int b = p.batch;
+
+  if (p.deterministic) {  // part i = request i, whole
+    for (int i = threadIdx.x; i <= b; i += blockDim.x) p.num_splits[i] = i;
+    for (int i = threadIdx.x; i < p.num_parts; i += blockDim.x) {
+      p.schedule[i] = i < b ? SchedulePart{i, 0, i, 1 << 30, i, 0, 0, 0} : SchedulePart{1, 0, 0, 0, 0, 0, 0, 0};
+    }
+    return;
+  }
+  for (int i = threadIdx.x; i < b; i += blockDim.x) {
+    units[i] = (max(p.seqlens[i], 0) + kTileTokens - 1) / kTileTokens + kRequestOverheadTiles;
+  }
+  __syncthreads();
+  block_exclusive_scan(units, b);
+  const int total = units[b];
+  const int payload = max(1, (total + p.num_parts - 1) / p.num_parts);
+
+  for (int i = threadIdx.x; i < b; i += blockDim.x) {
+    splits[i] = (units[i + 1] - 1) / payload - units[i] / payload + 1;
+  }
+  __syncthreads();
+  block_exclusive_scan(splits, b);
+  for (int i = threadIdx.x; i <= b; i += blockDim.x) p.num_splits[i] = splits[i];
+
+  for (int part = threadIdx.x; part < p.num_parts; part += blockDim.x) {
+    const int lo = part * payload;
+    if (lo >= total) {
+      p.schedule[part] = SchedulePart{1, 0, 0, 0, 0, 0, 0, 0};  // end_req < begin_req: no work
+      continue;
+    }
+    const int hi = min(total, lo + payload);
+    auto request_of = [&](int unit) {  // largest i with units[i] <= unit
+      int a = 0, z = b - 1;
+      while (a < z) {
+        const int mid = (a + z + 1) / 2;
+        if (units[mid] <= unit) a = mid; else z = mid - 1;
+      }
+      return a;
+    };
+    const int begin_req = request_of(lo), end_req = request_of(hi - 1);
+    SchedulePart s;
+    s.begin_req = begin_req;
+    s.begin_tile = max(0, lo - units[begin_req] - kRequestOverheadTiles);
+    s.end_req = end_req;
+    s.end_tile = max(0, hi - units[end_req] - kRequestOverheadTiles);
+    s.begin_slot = splits[begin_req] + (part - units[begin_req] / payload);
+    s.pad0 = s.pad1 = s.pad2 = 0;
+    p.schedule[part] = s;
+  }
+}
+
+cudaError_t launch_plan(const PlanParams& p, cudaStream_t stream) {
+  const int smem = 2 * (p.batch + 1) * int(sizeof(int));
+  if (smem > 200 * 1024) return cudaErrorInvalidValue;
+  cudaError_t err = cudaFuncSetAttribute(plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  plan_kernel<<<1, kPlanThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace flashmla_sm90
