@@ -40,14 +40,17 @@ def _stack(rows: list):
 
 
 def _softmax_attend(q: torch.Tensor, K, V, scale: float):
-    """q [d] float64; K [n, d], V [n, dv] float64 (None: no key) -> (out [dv] or None, lse, max_logit)."""
+    """q [d] float64; K [n, d], V [n, dv] float64 (None: no key) -> (out [dv] or None, lse, max_logit,
+    magnitude [dv] or None). magnitude = sum_t softmax_t * |v_t|: the scale of the terms an output
+    element sums. A kernel that rounds probabilities to 16 bits (every fast one) errs by up to 2^-8
+    of it however small the output itself is (cancellation); the kit's tolerance accounts for it."""
     if K is None:
-        return None, math.inf, -math.inf
+        return None, math.inf, -math.inf, None
     logits = (K @ q) * scale
     m = float(logits.max())
     w = torch.exp(logits - m)
     total = float(w.sum())
-    return (w @ V) / total, m + math.log(total), m
+    return (w @ V) / total, m + math.log(total), m, (w @ V.abs()) / total
 
 
 def _sink(out, lse: float, sink: float):
@@ -61,10 +64,11 @@ def _sink(out, lse: float, sink: float):
 
 
 def dense_decode(q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim_v, softmax_scale, causal,
-                 attn_sink):
+                 attn_sink, return_magnitude=False):
     b, s_q, h_q, d = q.shape
     page, h_kv = kv_cache.shape[1], kv_cache.shape[2]
     out = torch.zeros(b, s_q, h_q, head_dim_v, dtype=F64)
+    mag = torch.zeros_like(out)
     lse = torch.zeros(b, h_q, s_q, dtype=F64)
     sinks = attn_sink.tolist() if attn_sink is not None else None
     for i in range(b):
@@ -77,19 +81,22 @@ def dense_decode(q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim
             for h in range(h_q):
                 K = per_group[h // (h_q // h_kv)]
                 V = K[:, :head_dim_v] if K is not None else None
-                o, l, _ = _softmax_attend(q[i, j, h].to(F64), K, V, softmax_scale)
+                o, l, _, a = _softmax_attend(q[i, j, h].to(F64), K, V, softmax_scale)
                 if sinks is not None:
                     o = _sink(o, l, sinks[h])
                 out[i, j, h] = o if o is not None else 0.0
+                mag[i, j, h] = a if a is not None else 0.0
                 lse[i, h, j] = l
-    return out, lse
+    return (out, lse, mag) if return_magnitude else (out, lse)
 
 
-def sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length, attn_sink):
+def sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length, attn_sink,
+                  return_magnitude=False):
     b, s_q, h_q, d = q.shape
     page = kv_cache.shape[1]
     capacity = kv_cache.shape[0] * page
     out = torch.zeros(b, s_q, h_q, head_dim_v, dtype=F64)
+    mag = torch.zeros_like(out)
     lse = torch.zeros(b, h_q, s_q, dtype=F64)
     sinks = attn_sink.tolist() if attn_sink is not None else None
     for i in range(b):
@@ -104,18 +111,20 @@ def sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale,
             V = K[:, :head_dim_v] if K is not None else None
             qij = q[i, j].to(F64)
             for h in range(h_q):
-                o, l, _ = _softmax_attend(qij[h], K, V, softmax_scale)
+                o, l, _, a = _softmax_attend(qij[h], K, V, softmax_scale)
                 if sinks is not None:
                     o = _sink(o, l, sinks[h])
                 out[i, j, h] = o if o is not None else 0.0
+                mag[i, j, h] = a if a is not None else 0.0
                 lse[i, h, j] = l
-    return out, lse
+    return (out, lse, mag) if return_magnitude else (out, lse)
 
 
-def sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
+def sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length, return_magnitude=False):
     s_q, h_q, d = q.shape
     s_kv, h_kv = kv.shape[0], kv.shape[1]
     out = torch.zeros(s_q, h_q, head_dim_v, dtype=F64)
+    mag = torch.zeros_like(out)
     max_logits = torch.zeros(s_q, h_q, dtype=F64)
     lse = torch.zeros(s_q, h_q, dtype=F64)
     sinks = attn_sink.tolist() if attn_sink is not None else None
@@ -126,18 +135,21 @@ def sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk
             K = _stack(ks)
             V = K[:, :head_dim_v] if K is not None else None
             for h in range(g * (h_q // h_kv), (g + 1) * (h_q // h_kv)):
-                o, l, m = _softmax_attend(q[s, h].to(F64), K, V, softmax_scale)
+                o, l, m, a = _softmax_attend(q[s, h].to(F64), K, V, softmax_scale)
                 if sinks is not None:
                     o = _sink(o, l, sinks[h])
                 out[s, h] = o if o is not None else 0.0
+                mag[s, h] = a if a is not None else 0.0
                 lse[s, h], max_logits[s, h] = l, m
-    return out, max_logits, lse
+    return (out, max_logits, lse, mag) if return_magnitude else (out, max_logits, lse)
 
 
-def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, softmax_scale, causal):
+def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, softmax_scale, causal,
+                  return_magnitude=False):
     total_q, h_q, _ = q.shape
     h_k, d_v = k.shape[1], v.shape[2]
     out = torch.zeros(total_q, h_q, d_v, dtype=F64)
+    mag = torch.zeros_like(out)
     lse = torch.full((total_q, h_q), math.inf, dtype=F64)
     cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
     for i in range(len(cq) - 1):
@@ -149,7 +161,8 @@ def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
                 g = h // (h_q // h_k)
                 K = _stack([k[ck[i] + t, g].to(F64) for t in range(n)])
                 V = _stack([v[ck[i] + t, g].to(F64) for t in range(n)])
-                o, l, _ = _softmax_attend(q[cq[i] + j, h].to(F64), K, V, softmax_scale)
+                o, l, _, a = _softmax_attend(q[cq[i] + j, h].to(F64), K, V, softmax_scale)
                 out[cq[i] + j, h] = o if o is not None else 0.0
+                mag[cq[i] + j, h] = a if a is not None else 0.0
                 lse[cq[i] + j, h] = l
-    return out, lse
+    return (out, lse, mag) if return_magnitude else (out, lse)

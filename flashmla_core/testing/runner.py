@@ -68,11 +68,13 @@ def _generator(case: Case) -> torch.Generator:
 
 
 def _check_outputs(op: str, got, want, q_dtype) -> list:
+    """want: the oracle's outputs followed by its magnitude of out."""
     errs = compare.check_dtype("out", got[0], q_dtype)
     for name, g, w in zip(_OUTPUTS[op], got, want):
-        errs += (compare.check_out if name == "out" else compare.check_lse)(name, g, w)
-        if name != "out":
-            errs += compare.check_dtype(name, g, torch.float32)
+        if name == "out":
+            errs += compare.check_out(name, g, w, magnitude=want[-1])
+        else:
+            errs += compare.check_lse(name, g, w) + compare.check_dtype(name, g, torch.float32)
     return errs
 
 
@@ -129,7 +131,8 @@ def run_case(backend_name: str, case: Case, device: str) -> CaseResult:
             torch.cuda.synchronize()
     except Exception as exc:  # noqa: BLE001 - a crash is a failure of the backend, reported as such
         return CaseResult(case, "failed", [f"raised {type(exc).__name__}: {exc}"], time.perf_counter() - t0)
-    want = getattr(oracle, case.op)(*map(_cpu, inp.args), **{k: _cpu(v) for k, v in inp.oracle_kwargs.items()})
+    want = getattr(oracle, case.op)(*map(_cpu, inp.args), **{k: _cpu(v) for k, v in inp.oracle_kwargs.items()},
+                                    return_magnitude=True)
     errs = _check_outputs(case.op, got, want, inp.args[0].dtype)
     cap = backend.capabilities()[case.op]
     if case.op.endswith("decode"):

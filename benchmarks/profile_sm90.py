@@ -1,0 +1,80 @@
+"""Where sm90 dense-decode time goes (run on the GPU machine):
+
+    python benchmarks/profile_sm90.py overhead       # Python/launch overhead vs GPU time, small batch
+    python benchmarks/profile_sm90.py once ROW_ID    # one call of a bench workload (for ncu -k ... -c 1)
+"""
+import sys
+import time
+
+import torch
+
+from flashmla import attention
+from flashmla_core.bench import workloads
+
+
+def once(row_id):
+    w = workloads.select([row_id])[0]
+    inp = workloads.make_inputs(w, "cuda")
+    plan = attention.plan_decode(inp["cache_seqlens"], num_q_heads=w.h_q, num_kv_heads=w.h_kv, q_len=w.s_q)
+    for _ in range(3):
+        attention.dense_decode(inp["q"], inp["kv_cache"], inp["block_table"], inp["cache_seqlens"], causal=w.causal,
+                               plan=plan)
+    torch.cuda.synchronize()
+
+
+def overhead():
+    q, cache, table, seqlens = _small()
+    plan = attention.plan_decode(seqlens, num_q_heads=16)
+    import flashmla_sm90
+    ext = flashmla_sm90.backend.ext
+    calls = {
+        "api (validate + select + kernels)": lambda: attention.dense_decode(q, cache, table, seqlens, causal=True,
+                                                                             plan=plan),
+        "extension call only": lambda: ext.dense_decode(q, cache, table, seqlens, plan.schedule, plan.num_splits,
+                                                        576 ** -0.5, False, None),
+    }
+    for name, fn in calls.items():
+        for _ in range(50):
+            fn()
+        torch.cuda.synchronize()
+        n = 500
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        cpu = (time.perf_counter() - t0) / n
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t0) / n
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        print(f"{name:40s} cpu issue {cpu * 1e6:7.1f} us/call   wall {wall * 1e6:7.1f} us   "
+              f"gpu back-to-back {start.elapsed_time(end) / n * 1e3:7.1f} us")
+    # GPU-only time with a CUDA graph (no CPU in the loop)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        attention.dense_decode(q, cache, table, seqlens, causal=True, plan=plan)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(200):
+        g.replay()
+    end.record()
+    torch.cuda.synchronize()
+    print(f"{'graph replay (GPU time of main+combine)':40s} {start.elapsed_time(end) / 200 * 1e3:7.1f} us")
+
+
+def _small():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    cache = torch.randn(40, 64, 1, 576, device="cuda", generator=g).bfloat16()
+    table = torch.randperm(40, device="cuda", generator=g).int()[:32].view(1, 32)
+    q = torch.randn(1, 1, 16, 576, device="cuda", generator=g).bfloat16()
+    return q, cache, table, torch.tensor([2048], dtype=torch.int32, device="cuda")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "overhead":
+        overhead()
+    else:
+        once(sys.argv[2])
