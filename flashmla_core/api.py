@@ -28,7 +28,9 @@ def _with_plan(problem, plan, key, backend):
     plan.check_matches(key)
     if backend is not None and backend != plan.backend:
         raise ContractError("backend", f"the backend the plan was made by ({plan.backend!r}) or None", repr(backend))
-    return dataclasses.replace(problem, deterministic=plan.key.deterministic), plan.backend
+    if plan.key.deterministic:
+        problem = dataclasses.replace(problem, deterministic=True)
+    return problem, plan.backend
 
 
 def dense_decode(q, kv_cache, block_table, cache_seqlens, *, head_dim_v: int = 512,

@@ -65,13 +65,21 @@ struct DenseDecodeConfig {
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
 };
 
-template <typename Element, typename SmemLayout>
-__device__ __forceinline__ void load_tile_rows(Element* smem_tile_base, int row, int chunk0, bool valid,
-                                               const Element* src, SmemLayout smem_layout, int chunks) {
-  Tensor s = make_tensor(make_smem_ptr(smem_tile_base), smem_layout);
-  for (int c = chunk0; c < chunks; c += 4) {
-    cp_async_16(&s(row, c * 8), src + c * 8, valid);
-  }
+// Byte offset of 16-byte chunk `chunk` of row `row` in a 64-row, swizzle-128B, K-major tile (the
+// layout tile_to_shape(GMMA::Layout_K_SW128_Atom, (64, D)) makes; checked against CuTe by
+// csrc_sm90/tests/layout_check.cu): 64-column slabs of 64 rows x 128 B, 16-byte units XOR-ed with
+// row % 8 inside each 128-byte row.
+__host__ __device__ __forceinline__ int swizzled_chunk_offset(int row, int chunk) {
+  return (chunk >> 3) * (64 * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+}
+
+// Copies the 16-byte chunks chunk0, chunk0 + 4, ... of one row (zero-filled when !valid).
+template <int kChunks>
+__device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chunk0, bool valid, const void* src) {
+  char* dst = static_cast<char*>(smem_tile);
+  const char* from = static_cast<const char*>(src);
+#pragma unroll 2  // registers are scarce here (the 64 x 256 output tile holds 128 per thread)
+  for (int c = chunk0; c < kChunks; c += 4) cp_async_16(dst + swizzled_chunk_offset(row, c), from + c * 16, valid);
 }
 
 template <typename Element, int kD>
@@ -80,7 +88,7 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
   using Cfg = DenseDecodeConfig<Element, kD>;
   using SmemLayoutK = typename Cfg::SmemLayoutK;
   constexpr float kNegInf = -INFINITY;
-  constexpr int kChunks = kD / 8;
+  constexpr int kChunks = kD * int(sizeof(Element)) / 16;
 
   extern __shared__ char smem_raw[];
   auto& ss = *reinterpret_cast<typename Cfg::SharedStorage*>(
@@ -127,16 +135,17 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
     const int n_splits = p.num_splits[req + 1] - first_split;
     const int slot = req == part.begin_req ? part.begin_slot : first_split;
 
-    auto load_kv_tile = [&](int tile, int buf) {
+    // The page of this thread's row in a tile (-1: past the request's length). The block-table
+    // lookup for tile t + 1 is issued while tile t is computed, keeping its latency off the critical path.
+    auto row_block = [&](int tile) -> int {
       const int token = tile * kTileTokens + copy_row;
-      const bool valid = token < seqlen;
-      const Element* src = kv;
-      if (valid) {
-        const int64_t block = p.block_table[req * p.bt_stride_b + token / p.page_size];
-        src = kv + block * p.kv_stride_block + int64_t(token % p.page_size) * p.kv_stride_page +
-              int64_t(kvh) * p.kv_stride_h;
-      }
-      load_tile_rows(ss.k[buf], copy_row, copy_chunk0, valid, src, SmemLayoutK{}, kChunks);
+      return token < seqlen ? p.block_table[req * p.bt_stride_b + token / p.page_size] : -1;
+    };
+    auto load_kv_tile = [&](int tile, int block, int buf) {
+      const int token = tile * kTileTokens + copy_row;
+      const Element* src = block < 0 ? kv : kv + int64_t(block) * p.kv_stride_block +
+                           int64_t(token % p.page_size) * p.kv_stride_page + int64_t(kvh) * p.kv_stride_h;
+      load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, block >= 0, src);
     };
 
     {  // Q tile: rows past the problem's rows are zero
@@ -147,10 +156,11 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
         const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
         src = q + req * p.q_stride_b + j * p.q_stride_s + h * p.q_stride_h;
       }
-      load_tile_rows(ss.q, copy_row, copy_chunk0, valid, src, typename Cfg::SmemLayoutQ{}, kChunks);
+      load_tile_row<kChunks>(ss.q, copy_row, copy_chunk0, valid, src);
     }
-    if (tile_lo < tile_hi) load_kv_tile(tile_lo, 0);
+    if (tile_lo < tile_hi) load_kv_tile(tile_lo, row_block(tile_lo), 0);
     cp_async_commit();
+    int next_block = tile_lo + 1 < tile_hi ? row_block(tile_lo + 1) : -1;
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
@@ -158,8 +168,9 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
     for (int tile = tile_lo; tile < tile_hi; ++tile) {
       const int buf = (tile - tile_lo) & 1;
       if (tile + 1 < tile_hi) {
-        load_kv_tile(tile + 1, buf ^ 1);
+        load_kv_tile(tile + 1, next_block, buf ^ 1);
         cp_async_commit();
+        next_block = tile + 2 < tile_hi ? row_block(tile + 2) : -1;
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();

