@@ -82,6 +82,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   if (b == 0) return {out, lse};
   const int64_t rows = s_q * h_q / h_kv;
   const int64_t num_parts = schedule.size(0);
+  TORCH_CHECK(num_parts + 1 <= 1024, "flashmla_sm90: the combine kernel merges at most 1024 splits per request");
   for (auto s : {q.stride(0), q.stride(1), q.stride(2), block_table.stride(0)}) {
     TORCH_CHECK(s <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
   }

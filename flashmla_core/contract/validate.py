@@ -16,6 +16,38 @@ from ..errors import ContractError
 from .kv_formats import FORMAT_OF_DTYPE, FP8_V32, get_format
 from .problem import Problem
 
+_MEMO_LIMIT = 4096
+
+
+def _signature(v):
+    if isinstance(v, torch.Tensor):
+        return (v.shape, v.stride(), v.dtype, v.device)
+    return v if isinstance(v, (int, float, str, bool, type(None))) else id(v)
+
+
+def memoized(check):
+    """Caches a check's result per metadata signature of its arguments, for accelerator tensors only:
+    those checks read metadata alone, so equal signatures give equal answers (CPU checks also read
+    values). Saves most of the validation cost of a decode step's per-layer calls."""
+    memo = {}
+
+    def wrapper(q, *args, **kwargs):
+        if not isinstance(q, torch.Tensor) or q.device.type == "cpu" or torch.compiler.is_compiling():
+            return check(q, *args, **kwargs)
+        key = (_signature(q), tuple(map(_signature, args)), tuple((k, _signature(v)) for k, v in kwargs.items()))
+        hit = memo.get(key)
+        if hit is None:
+            hit = check(q, *args, **kwargs)
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            memo[key] = hit
+        return hit
+
+    wrapper.__wrapped__ = check
+    wrapper.__doc__ = check.__doc__
+    return wrapper
+
+
 DECODE_D_QK = (576, 512)
 DECODE_D_V = (512,)
 HALF_DTYPES = (torch.bfloat16, torch.float16)
@@ -112,6 +144,7 @@ def _paged_cache(kv_cache: object, kv_format: str, d_qk: int, device, dtype_of_q
     return kv_cache.shape[1], kv_cache.shape[2]
 
 
+@memoized
 def check_dense_decode(q, kv_cache, block_table, cache_seqlens, *, head_dim_v, softmax_scale, causal,
                        attn_sink, kv_format=None):
     _tensor("q", q, ndim=4, dtypes=HALF_DTYPES, device=None)
@@ -143,6 +176,7 @@ def check_dense_decode(q, kv_cache, block_table, cache_seqlens, *, head_dim_v, s
     return problem, _scale(softmax_scale, d_qk)
 
 
+@memoized
 def check_sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length, attn_sink):
     _tensor("q", q, ndim=4, dtypes=(torch.bfloat16,), device=None)
     b, s_q, h_q, d_qk = q.shape
@@ -171,6 +205,7 @@ def check_sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_
     return problem, _scale(softmax_scale, d_qk)
 
 
+@memoized
 def check_sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
     _tensor("q", q, ndim=3, dtypes=(torch.bfloat16,), device=None)
     s_q, h_q, d_qk = q.shape
@@ -200,6 +235,7 @@ def check_sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink
     return problem, _scale(softmax_scale, d_qk, required=True)
 
 
+@memoized
 def check_dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, softmax_scale, causal):
     _tensor("q", q, ndim=3, dtypes=HALF_DTYPES, device=None)
     _, h_q, d_qk = q.shape
