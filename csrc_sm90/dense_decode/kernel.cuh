@@ -164,6 +164,14 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
+    // The last key each of this thread's two rows may see (bottom-right causal: query token j sees
+    // keys [0, seqlen - s_q + j]).
+    int last_key[2];
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+      last_key[k] = p.causal ? min(seqlen - 1, seqlen - p.s_q + grow / heads_per_kv) : seqlen - 1;
+    }
 
     for (int tile = tile_lo; tile < tile_hi; ++tile) {
       const int buf = (tile - tile_lo) & 1;
@@ -195,13 +203,11 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
 
       // mask (length, causal), scale into log2 units, tile row maxima
       float tile_max[2] = {kNegInf, kNegInf};
+      const int tile_token0 = tile * kTileTokens + wg * 32;
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
-        const int row = get<0>(tScS(i)), col = get<1>(tScS(i));
-        const int token = tile * kTileTokens + wg * 32 + col;
-        const int grow = m_tile * kTileRows + row;
-        const int last = p.causal ? min(seqlen - 1, seqlen - p.s_q + grow / heads_per_kv) : seqlen - 1;
-        const float s = token <= last ? tSrS(i) * p.scale_log2 : kNegInf;
+        const int token = tile_token0 + get<1>(tScS(i));
+        const float s = token <= last_key[slot_of(i)] ? tSrS(i) * p.scale_log2 : kNegInf;
         tSrS(i) = s;
         tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], s);
       }
@@ -228,8 +234,10 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
         row_sum[k] += pv;
         tSsP(i) = Element(pv);
       }
-      CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= rescale[slot_of(i)];
+      if (rescale[0] != 1.f || rescale[1] != 1.f) {  // the running max rarely moves after a few tiles
+        CUTE_UNROLL
+        for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= rescale[slot_of(i)];
+      }
       cutlass::arch::fence_view_async_shared();  // P stores -> wgmma reads
       named_barrier(1, 256);
 
