@@ -1,16 +1,10 @@
-// Small device helpers: async copies with zero-fill, named barriers, quad reductions.
+// Small device helpers: cp.async groups, named barriers, quad reductions.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
 
 namespace flashmla_sm90 {
 
-// 16-byte global->shared copy; src_bytes = 0 writes zeros and reads nothing (masked rows).
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
-}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }

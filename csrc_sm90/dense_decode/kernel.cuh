@@ -73,13 +73,21 @@ __host__ __device__ __forceinline__ int swizzled_chunk_offset(int row, int chunk
   return (chunk >> 3) * (64 * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
 }
 
-// Copies the 16-byte chunks chunk0, chunk0 + 4, ... of one row (zero-filled when !valid).
+// Copies the 16-byte chunks chunk0, chunk0 + 4, ... (chunk0 < 4) of one row, zero-filled when
+// !valid. Chunk chunk0 + 4i lands in slab i / 2 at unit (chunk0 + 4 (i % 2)) ^ (row % 8): two base
+// offsets plus compile-time slab strides, so the unrolled copies need no per-chunk arithmetic.
 template <int kChunks>
 __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chunk0, bool valid, const void* src) {
-  char* dst = static_cast<char*>(smem_tile);
-  const char* from = static_cast<const char*>(src);
-#pragma unroll 2  // registers are scarce here (the 64 x 256 output tile holds 128 per thread)
-  for (int c = chunk0; c < kChunks; c += 4) cp_async_16(dst + swizzled_chunk_offset(row, c), from + c * 16, valid);
+  const uint32_t tile = static_cast<uint32_t>(__cvta_generic_to_shared(smem_tile));
+  const uint32_t even = tile + swizzled_chunk_offset(row, chunk0);
+  const uint32_t odd = tile + swizzled_chunk_offset(row, chunk0 + 4);
+  const char* from = static_cast<const char*>(src) + chunk0 * 16;
+  const int src_bytes = valid ? 16 : 0;
+  CUTE_UNROLL
+  for (int i = 0; i < kChunks / 4; ++i) {
+    const uint32_t dst = ((i & 1) ? odd : even) + (i >> 1) * (64 * 128);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(from + i * 64), "r"(src_bytes));
+  }
 }
 
 template <typename Element, int kD>
@@ -227,12 +235,14 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
         row_max[k] = m_new;
         row_sum[k] *= rescale[k];
       }
+      // P: adjacent accumulator values are adjacent columns, stored as one 32-bit pair
       CUTE_UNROLL
-      for (int i = 0; i < size(tSrS); ++i) {
+      for (int i = 0; i < size(tSrS); i += 2) {
         const int k = slot_of(i);
-        const float pv = exp2f(tSrS(i) - m_use[k]);
-        row_sum[k] += pv;
-        tSsP(i) = Element(pv);
+        const float p0 = exp2f(tSrS(i) - m_use[k]), p1 = exp2f(tSrS(i + 1) - m_use[k]);
+        row_sum[k] += p0 + p1;
+        Element pair[2] = {Element(p0), Element(p1)};
+        *reinterpret_cast<uint32_t*>(&tSsP(i)) = *reinterpret_cast<const uint32_t*>(pair);
       }
       if (rescale[0] != 1.f || rescale[1] != 1.f) {  // the running max rarely moves after a few tiles
         CUTE_UNROLL
