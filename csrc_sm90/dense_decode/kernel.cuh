@@ -15,7 +15,8 @@
 // and each computes O_w += P (64 x 64) V_w (64 x 256) (wgmma 64x256x16, both operands in shared
 // memory). Both warpgroups hold identical running maxima, so their halves of O stay consistent.
 //
-// Pipeline: cp.async double buffering. While tile k is computed, tile k + 1 is gathered row by row:
+// Pipeline: cp.async double buffering, one CTA barrier per tile. Once tile k has landed, tile k + 1
+// is gathered into the other buffer while tile k is computed, row by row:
 // a token's row is one contiguous run of D * 2 bytes wherever its page is, so any page size works;
 // 4 threads copy the 16-byte chunks of one row. Rows past the request's length are zero-filled and
 // never read (NaN or garbage in unused slots cannot reach P * V, and block-table entries past the
@@ -183,16 +184,16 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
 
     for (int tile = tile_lo; tile < tile_hi; ++tile) {
       const int buf = (tile - tile_lo) & 1;
+      cp_async_wait<0>();                        // this thread's rows of tile (and Q) have landed
+      cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
+      // One barrier per tile: every thread's rows are visible, and every warp has finished the
+      // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
+      __syncthreads();
       if (tile + 1 < tile_hi) {
         load_kv_tile(tile + 1, next_block, buf ^ 1);
         cp_async_commit();
         next_block = tile + 2 < tile_hi ? row_block(tile + 2) : -1;
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
       }
-      cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
-      __syncthreads();
 
       // S = Q K^T for this warpgroup's 32 tokens
       Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
@@ -261,7 +262,6 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
       warpgroup_commit_batch();
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
-      __syncthreads();  // KV buffer, P and row_max are free for the next tile
     }
     cp_async_wait<0>();
 
