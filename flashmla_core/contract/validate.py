@@ -120,6 +120,21 @@ def _cpu_values_in(name: str, t: torch.Tensor, lo: int, hi: Optional[int], what:
         raise ContractError(name, what, f"values in [{int(t.min())}, {int(t.max())}]")
 
 
+def _sparse_indices(indices, lead: list, labels: str, topk_length, length_label: str, device) -> tuple:
+    """indices [*lead, topk] int32 and optional topk_length [lead[0]] int32 -> (topk, has topk_length)."""
+    _tensor("indices", indices, ndim=3, dtypes=(torch.int32,), device=device)
+    _shape("indices", indices, lead + [None], labels)
+    topk = indices.shape[2]
+    if topk < 1:
+        raise ContractError("indices", "topk (last dim) >= 1", _desc(indices))
+    if topk_length is None:
+        return topk, False
+    _tensor("topk_length", topk_length, ndim=1, dtypes=(torch.int32,), device=device)
+    _shape("topk_length", topk_length, lead[:1], length_label)
+    _cpu_values_in("topk_length", topk_length, 0, topk, f"0 <= topk_length <= topk = {topk}")
+    return topk, True
+
+
 def _paged_cache(kv_cache: object, kv_format: str, d_qk: int, device, dtype_of_q) -> tuple[int, int]:
     """Validates a paged cache [num_blocks, page_size, h_kv, row]; returns (page_size, h_kv)."""
     fmt = get_format(kv_format)
@@ -188,16 +203,7 @@ def check_sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_
     page_size, h_kv = _paged_cache(kv_cache, kv_format, d_qk, q.device, q.dtype)
     if h_kv != 1:
         raise ContractError("kv_cache", "h_kv (dim 2) == 1 for sparse decode", f"h_kv = {h_kv}")
-    _tensor("indices", indices, ndim=3, dtypes=(torch.int32,), device=q.device)
-    _shape("indices", indices, [b, s_q, None], "b, s_q, topk")
-    topk = indices.shape[2]
-    if topk < 1:
-        raise ContractError("indices", "topk (last dim) >= 1", _desc(indices))
-    has_len = topk_length is not None
-    if has_len:
-        _tensor("topk_length", topk_length, ndim=1, dtypes=(torch.int32,), device=q.device)
-        _shape("topk_length", topk_length, [b], "b")
-        _cpu_values_in("topk_length", topk_length, 0, topk, f"0 <= topk_length <= topk = {topk}")
+    topk, has_len = _sparse_indices(indices, [b, s_q], "b, s_q, topk", topk_length, "b", q.device)
     has_sink = _sink(attn_sink, h_q, q.device)
     problem = Problem("sparse_decode", q.device.type, arch_of(q.device), q.dtype, d_qk, dv, h_q, 1, s_q=s_q,
                       page_size=page_size, kv_format=kv_format, topk=topk, attn_sink=has_sink,
@@ -219,16 +225,7 @@ def check_sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink
     h_kv = kv.shape[1]
     if h_kv < 1 or h_q % h_kv != 0:
         raise ContractError("kv", f"h_kv (dim 1) >= 1 dividing h_q = {h_q}", f"h_kv = {h_kv}")
-    _tensor("indices", indices, ndim=3, dtypes=(torch.int32,), device=q.device)
-    _shape("indices", indices, [s_q, h_kv, None], "s_q, h_kv, topk")
-    topk = indices.shape[2]
-    if topk < 1:
-        raise ContractError("indices", "topk (last dim) >= 1", _desc(indices))
-    has_len = topk_length is not None
-    if has_len:
-        _tensor("topk_length", topk_length, ndim=1, dtypes=(torch.int32,), device=q.device)
-        _shape("topk_length", topk_length, [s_q], "s_q")
-        _cpu_values_in("topk_length", topk_length, 0, topk, f"0 <= topk_length <= topk = {topk}")
+    topk, has_len = _sparse_indices(indices, [s_q, h_kv], "s_q, h_kv, topk", topk_length, "s_q", q.device)
     has_sink = _sink(attn_sink, h_q, q.device)
     problem = Problem("sparse_prefill", q.device.type, arch_of(q.device), q.dtype, d_qk, dv, h_q, h_kv,
                       kv_format="bf16", topk=topk, attn_sink=has_sink, topk_length=has_len)

@@ -21,15 +21,20 @@ def _special_positions_match(name: str, got: torch.Tensor, want: torch.Tensor) -
     return errs
 
 
+def _comparable(name: str, got: torch.Tensor, want: torch.Tensor) -> tuple:
+    """Both as CPU float64, and the shape / special-value mismatches that end the comparison."""
+    got = got.detach().to("cpu", torch.float64)
+    want = want.to(torch.float64)
+    if got.shape != want.shape:
+        return got, want, [f"{name}: shape {list(got.shape)}, want {list(want.shape)}"]
+    return got, want, _special_positions_match(name, got, want)
+
+
 def check_out(name: str, got: torch.Tensor, want: torch.Tensor, magnitude=None) -> list:
     """Per element |got - want| <= max(1e-3, 2% |want|, 2^-8 magnitude), and cosine similarity >= 0.99999.
 
     magnitude (from the oracle) is sum_t p_t |v_t| per element; see OUT_TERM_REL."""
-    got = got.detach().to("cpu", torch.float64)
-    want = want.to(torch.float64)
-    if got.shape != want.shape:
-        return [f"{name}: shape {list(got.shape)}, want {list(want.shape)}"]
-    errs = _special_positions_match(name, got, want)
+    got, want, errs = _comparable(name, got, want)
     if errs:
         return errs
     finite = torch.isfinite(want)
@@ -53,11 +58,7 @@ def check_out(name: str, got: torch.Tensor, want: torch.Tensor, magnitude=None) 
 
 def check_lse(name: str, got: torch.Tensor, want: torch.Tensor) -> list:
     """Relative error <= 1e-4 (absolute below magnitude 1); +-inf positions exact."""
-    got = got.detach().to("cpu", torch.float64)
-    want = want.to(torch.float64)
-    if got.shape != want.shape:
-        return [f"{name}: shape {list(got.shape)}, want {list(want.shape)}"]
-    errs = _special_positions_match(name, got, want)
+    got, want, errs = _comparable(name, got, want)
     if errs:
         return errs
     finite = torch.isfinite(want)
