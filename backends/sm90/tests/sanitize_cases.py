@@ -6,21 +6,11 @@
 import torch
 
 from flashmla import attention
+from paged_inputs import paged
 
 
 def case(b, lens, h_q, h_kv, s_q, page, dtype, d, deterministic=False, sink=False):
-    g = torch.Generator(device="cuda").manual_seed(0)
-    blocks = [-(-L // page) for L in lens]
-    n = sum(blocks) + 1
-    table = torch.full((b, max(blocks) + 1), 2147480000, dtype=torch.int32, device="cuda")
-    perm = torch.randperm(n, device="cuda", generator=g).int()
-    used = 0
-    for i, k in enumerate(blocks):
-        table[i, :k] = perm[used:used + k]
-        used += k
-    cache = torch.randn(n, page, h_kv, d, device="cuda", generator=g).to(dtype)
-    q = torch.randn(b, s_q, h_q, d, device="cuda", generator=g).to(dtype)
-    seqlens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    q, cache, table, seqlens = paged(b, lens, h_q, h_kv=h_kv, s_q=s_q, page=page, dtype=dtype, d=d)
     attn_sink = torch.randn(h_q, device="cuda") if sink else None
     plan = attention.plan_decode(seqlens, num_q_heads=h_q, num_kv_heads=h_kv, q_len=s_q, deterministic=deterministic)
     out, lse = attention.dense_decode(q, cache, table, seqlens, causal=s_q > 1, attn_sink=attn_sink, plan=plan)

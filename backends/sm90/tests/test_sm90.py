@@ -5,6 +5,7 @@ import torch
 
 from flashmla import attention
 from flashmla_core.registry.selection import REGISTRY
+from paged_inputs import paged
 
 
 def _sm90_reasons():
@@ -40,28 +41,13 @@ def test_conformance(case):
     assert result.status == "passed", "\n".join(result.messages)
 
 
-def _paged(b, lens, h_q, h_kv=1, s_q=1, page=64, dtype=torch.bfloat16, d=576, seed=0):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    blocks = [-(-L // page) for L in lens]
-    n = sum(blocks) + 2
-    perm = torch.randperm(n, device="cuda", generator=g).int()
-    table = torch.full((b, max(blocks) + 1), 2147480000, dtype=torch.int32, device="cuda")
-    used = 0
-    for i, k in enumerate(blocks):
-        table[i, :k] = perm[used:used + k]
-        used += k
-    cache = torch.randn(n, page, h_kv, d, device="cuda", generator=g).to(dtype)
-    q = torch.randn(b, s_q, h_q, d, device="cuda", generator=g).to(dtype)
-    return q, cache, table, torch.tensor(lens, dtype=torch.int32, device="cuda")
-
-
 @pytest.mark.parametrize("b,h_q,s_q,page,lens", [
     (8, 128, 1, 64, None), (4, 128, 2, 64, None), (16, 16, 1, 64, None), (3, 64, 2, 32, [0, 5000, 1]),
     (2, 16, 1, 128, [70000, 3]),
 ])
 def test_against_reference_realistic(b, h_q, s_q, page, lens):
     lens = lens or [int(x) for x in torch.randint(1, 6000, (b,))]
-    q, cache, table, seqlens = _paged(b, lens, h_q, s_q=s_q, page=page)
+    q, cache, table, seqlens = paged(b, lens, h_q, s_q=s_q, page=page)
     out, lse = attention.dense_decode(q, cache, table, seqlens, causal=True)
     ref_out, ref_lse = attention.dense_decode(q, cache, table, seqlens, causal=True, backend="reference")
     # 16-bit probabilities: a few elements may err by ~2^-8 of sum p|v| (see testing/compare.py)
@@ -73,7 +59,7 @@ def test_against_reference_realistic(b, h_q, s_q, page, lens):
 
 def test_cuda_graph_capture_of_plan_and_decode():
     lens = [4096, 100, 0, 2048]
-    q, cache, table, seqlens = _paged(4, lens, 128, s_q=2)
+    q, cache, table, seqlens = paged(4, lens, 128, s_q=2)
     eager, eager_lse = attention.dense_decode(q, cache, table, seqlens, causal=True,
                                               plan=attention.plan_decode(seqlens, num_q_heads=128, q_len=2))
     stream = torch.cuda.Stream()
@@ -98,7 +84,7 @@ def test_cuda_graph_capture_of_plan_and_decode():
 
 def test_deterministic_plan_is_batch_invariant():
     lens = [3000, 17, 5000]
-    q, cache, table, seqlens = _paged(3, lens, 64)
+    q, cache, table, seqlens = paged(3, lens, 64)
     plan = attention.plan_decode(seqlens, num_q_heads=64, deterministic=True)
     out, lse = attention.dense_decode(q, cache, table, seqlens, plan=plan)
     for i in range(3):
