@@ -6,7 +6,7 @@ A backend declares, per op, what it serves. One declaration drives three things:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch

@@ -15,7 +15,6 @@ from typing import Optional
 
 import torch
 
-from ..capability.table import OpCapability
 from ..contract.plan import PlanKey
 from ..contract.problem import Problem
 
