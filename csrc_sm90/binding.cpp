@@ -107,12 +107,13 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.kv_stride_block = kv.stride(0); p.kv_stride_page = kv.stride(1); p.kv_stride_h = kv.stride(2);
   p.bt_stride_b = block_table.stride(0);
   p.out_stride_b = out.stride(0); p.out_stride_s = out.stride(1); p.out_stride_h = out.stride(2);
+  p.lse_stride_b = h_q * s_q; p.lse_stride_h = s_q; p.lse_stride_s = 1;
   p.batch = int(b); p.s_q = int(s_q); p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = int(kv.size(1));
   p.rows = int(rows);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   auto stream = at::cuda::getCurrentCUDAStream();
-  CHECK_CUDA_LAUNCH(fm::launch_dense_decode(p, dtype, int(d), int(num_parts), num_sms(q.device()), stream));
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), /*sparse=*/false, int(num_parts), stream));
 
   fm::CombineParams c{};
   c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
@@ -123,9 +124,57 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   return {out, lse};
 }
 
+// -> (out [s_q, h_q, 512], max_logits [s_q, h_q], lse [s_q, h_q]). One CTA column per query token:
+// a query's topk keys are one "request" of the shared kernel, with no split (no combine).
+std::vector<torch::Tensor> sparse_prefill(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
+                                          c10::optional<torch::Tensor> topk_length, double softmax_scale,
+                                          c10::optional<torch::Tensor> attn_sink) {
+  check_sm90(q);
+  c10::cuda::CUDAGuard guard(q.device());
+  const int64_t s_q = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(1), topk = indices.size(2);
+  auto out = torch::empty({s_q, h_q, fm::kHeadDimV}, q.options());
+  auto f32 = q.options().dtype(torch::kFloat32);
+  auto max_logits = torch::empty({s_q, h_q}, f32);
+  auto lse = torch::empty({s_q, h_q}, f32);
+  if (s_q == 0) return {out, max_logits, lse};
+  for (auto st : {q.stride(0), q.stride(1), indices.stride(0), indices.stride(1)}) {
+    TORCH_CHECK(st <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
+  }
+  TORCH_CHECK(kv.size(0) <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: s_kv exceeds int32");
+  // one part per query token, each whole: the deterministic plan (it reads no lengths)
+  auto schedule_and_splits = plan(indices.select(2, 0).select(1, 0), 1, /*deterministic=*/true);
+
+  fm::DenseDecodeParams p{};
+  p.q = q.data_ptr();
+  p.kv = kv.data_ptr();
+  p.indices = indices.data_ptr<int32_t>();
+  p.topk_length = topk_length.has_value() ? topk_length->data_ptr<int32_t>() : nullptr;
+  p.attn_sink = attn_sink.has_value() ? attn_sink->data_ptr<float>() : nullptr;
+  p.schedule = reinterpret_cast<const fm::SchedulePart*>(schedule_and_splits[0].data_ptr<int32_t>());
+  p.num_splits = schedule_and_splits[1].data_ptr<int32_t>();
+  p.out = out.data_ptr();
+  p.lse = lse.data_ptr<float>();
+  p.max_logits = max_logits.data_ptr<float>();
+  p.q_stride_b = q.stride(0); p.q_stride_s = 0; p.q_stride_h = q.stride(1);
+  p.kv_stride_block = kv.stride(0); p.kv_stride_page = 0; p.kv_stride_h = kv.stride(1);
+  p.idx_stride_b = indices.stride(0); p.idx_stride_h = indices.stride(1);
+  p.out_stride_b = out.stride(0); p.out_stride_s = 0; p.out_stride_h = out.stride(1);
+  p.lse_stride_b = h_q; p.lse_stride_h = 1; p.lse_stride_s = 0;
+  p.batch = int(s_q); p.s_q = 1; p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = 1;
+  p.rows = int(h_q / h_kv);
+  p.topk = int(topk);
+  p.capacity = kv.size(0);
+  p.scale_log2 = float(softmax_scale * 1.4426950408889634);
+  p.causal = false;
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), /*sparse=*/true, int(s_q),
+                                         at::cuda::getCurrentCUDAStream()));
+  return {out, max_logits, lse};
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "flashmla sm90 (Hopper) kernels";
   m.def("plan", &plan, "split-KV schedule on the device");
   m.def("default_num_parts", &default_num_parts, "CTA columns for a decode grid");
   m.def("dense_decode", &dense_decode, "paged MLA decode (+ combine)");
+  m.def("sparse_prefill", &sparse_prefill, "token-sparse MLA prefill");
 }

@@ -21,16 +21,25 @@ constexpr int kTileRows = 64;         // query rows per CTA (s_q * h_q / h_kv ro
 constexpr int kHeadDimV = 512;
 constexpr int kRequestOverheadTiles = 1;  // scheduling cost of starting a request (Q load, epilogue)
 
+// Decode over a paged cache, and (kSparse) token-sparse attention over index lists. Sparse prefill
+// is the sparse form with one "request" per query token: q [s_q, h_q, d] is read as [s_q, 1, h_q, d].
 struct DenseDecodeParams {
   const void* q;              // [b, s_q, h_q, d_qk]
-  const void* kv;             // [num_blocks, page_size, h_kv, d_qk]
-  const int32_t* block_table; // [b, max_blocks]
-  const int32_t* seqlens;     // [b]
+  const void* kv;             // [num_blocks, page_size, h_kv, d_qk] (sparse prefill: [s_kv, 1, h_kv, d_qk])
+  const int32_t* block_table; // [b, max_blocks] (dense)
+  const int32_t* seqlens;     // [b] (dense)
+  const int32_t* indices;     // sparse: [b, h_kv, topk] absolute slots (block * page_size + offset)
+  const int32_t* topk_length; // sparse: [b] or nullptr
+  float* max_logits;          // sparse prefill: [b, h_q] or nullptr
+  int64_t idx_stride_b, idx_stride_h;
+  int topk;                   // sparse: keys per request before topk_length
+  int64_t capacity;           // sparse: an index is valid when 0 <= index < capacity
   const float* attn_sink;     // [h_q] or nullptr
   const SchedulePart* schedule;
   const int32_t* num_splits;  // [b + 1] exclusive prefix of splits per request
   void* out;                  // [b, s_q, h_q, 512]
-  float* lse;                 // [b, h_q, s_q], natural log
+  float* lse;                 // natural log, element (b, h, j) at lse_stride_b * b + lse_stride_h * h + j * lse_stride_s
+  int64_t lse_stride_b, lse_stride_h, lse_stride_s;
   float* o_accum;             // [slots, h_kv, rows, 512] fp32, normalized partial outputs
   float* lse_accum;           // [slots, h_kv, rows], log2 domain, -inf when empty
   int64_t q_stride_b, q_stride_s, q_stride_h;

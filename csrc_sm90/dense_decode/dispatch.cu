@@ -1,20 +1,28 @@
-// Chooses the compiled dense-decode instantiation for a dtype and head dim.
+// Chooses the compiled attention instantiation for a dtype, head dim and key source.
 #include "../common/api.h"
 
 #include <cutlass/numeric_types.h>
 
 namespace flashmla_sm90 {
 
-cudaError_t launch_dense_decode(const DenseDecodeParams& p, DType dtype, int head_dim_qk, int num_parts,
-                                int num_sms, cudaStream_t stream) {
-  const bool bf16 = dtype == DType::kBF16;
+cudaError_t launch_attention(const DenseDecodeParams& p, DType dtype, int head_dim_qk, bool sparse, int num_parts,
+                             cudaStream_t stream) {
+  using bf16 = cutlass::bfloat16_t;
+  using fp16 = cutlass::half_t;
+  if (sparse) {  // sparse kernels are bf16 only
+    if (dtype != DType::kBF16) return cudaErrorInvalidValue;
+    if (head_dim_qk == 576) return launch_attention<bf16, 576, true>(p, num_parts, stream);
+    if (head_dim_qk == 512) return launch_attention<bf16, 512, true>(p, num_parts, stream);
+    return cudaErrorInvalidValue;
+  }
+  const bool is_bf16 = dtype == DType::kBF16;
   if (head_dim_qk == 576) {
-    return bf16 ? launch_dense_decode<cutlass::bfloat16_t, 576>(p, num_parts, num_sms, stream)
-                : launch_dense_decode<cutlass::half_t, 576>(p, num_parts, num_sms, stream);
+    return is_bf16 ? launch_attention<bf16, 576, false>(p, num_parts, stream)
+                   : launch_attention<fp16, 576, false>(p, num_parts, stream);
   }
   if (head_dim_qk == 512) {
-    return bf16 ? launch_dense_decode<cutlass::bfloat16_t, 512>(p, num_parts, num_sms, stream)
-                : launch_dense_decode<cutlass::half_t, 512>(p, num_parts, num_sms, stream);
+    return is_bf16 ? launch_attention<bf16, 512, false>(p, num_parts, stream)
+                   : launch_attention<fp16, 512, false>(p, num_parts, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -40,7 +40,7 @@ namespace flashmla_sm90 {
 using namespace cute;
 
 template <typename Element, int kD>
-struct DenseDecodeConfig {
+struct DenseDecodeConfig {  // shared by the dense (paged) and sparse (indexed) forms
   using SmemLayoutQ =
       decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kD>>{}));
   using SmemLayoutK =
@@ -61,6 +61,7 @@ struct DenseDecodeConfig {
     alignas(1024) Element p[cosize_v<SmemLayoutP>];
     float row_max[2][kTileRows];
     float row_sum[2][kTileRows];
+    uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
@@ -91,7 +92,9 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
   }
 }
 
-template <typename Element, int kD>
+// kSparse: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length) and
+// are masked per key; otherwise from the block table, masked by length and the causal diagonal.
+template <typename Element, int kD, bool kSparse>
 __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_constant__ DenseDecodeParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = DenseDecodeConfig<Element, kD>;
@@ -104,8 +107,11 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
 
   const int tid = threadIdx.x, wg = tid / 128, wg_tid = tid % 128, lane = tid % 32;
-  const int m_tile = blockIdx.x, kvh = blockIdx.y;
-  const SchedulePart part = p.schedule[blockIdx.z];
+  // 1-D grid (parts may exceed 65535, e.g. one per query token in sparse prefill), m-tile fastest so
+  // the CTAs sharing a part's KV tiles run side by side.
+  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
+  const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
+  const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
   if (part.end_req < part.begin_req) return;
   const int heads_per_kv = p.h_q / p.h_kv;
 
@@ -136,7 +142,7 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
   const Element* q = static_cast<const Element*>(p.q);
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
-    const int seqlen = p.seqlens[req];
+    const int seqlen = !kSparse ? p.seqlens[req] : p.topk_length != nullptr ? p.topk_length[req] : p.topk;
     const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
     const int tile_lo = req == part.begin_req ? part.begin_tile : 0;
     const int tile_hi = req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles;
@@ -146,15 +152,26 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
 
     // The page of this thread's row in a tile (-1: past the request's length). The block-table
     // lookup for tile t + 1 is issued while tile t is computed, keeping its latency off the critical path.
-    auto row_block = [&](int tile) -> int {
+    // Where this thread's row of a tile lives (-1: no key): the page (dense) or the absolute slot
+    // (sparse). The lookup for tile t + 1 is issued while tile t is computed, keeping its latency
+    // off the critical path.
+    auto row_source = [&](int tile) -> int {
       const int token = tile * kTileTokens + copy_row;
-      return token < seqlen ? p.block_table[req * p.bt_stride_b + token / p.page_size] : -1;
+      if (token >= seqlen) return -1;
+      if constexpr (kSparse) {
+        const int slot = p.indices[req * p.idx_stride_b + kvh * p.idx_stride_h + token];
+        return slot >= 0 && slot < p.capacity ? slot : -1;
+      } else {
+        return p.block_table[req * p.bt_stride_b + token / p.page_size];
+      }
     };
-    auto load_kv_tile = [&](int tile, int block, int buf) {
-      const int token = tile * kTileTokens + copy_row;
-      const Element* src = block < 0 ? kv : kv + int64_t(block) * p.kv_stride_block +
-                           int64_t(token % p.page_size) * p.kv_stride_page + int64_t(kvh) * p.kv_stride_h;
-      load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, block >= 0, src);
+    auto load_kv_tile = [&](int tile, int source, int buf) {
+      const int offset = kSparse ? source % p.page_size : (tile * kTileTokens + copy_row) % p.page_size;
+      const int block = kSparse ? source / p.page_size : source;
+      const Element* src = source < 0 ? kv : kv + int64_t(block) * p.kv_stride_block +
+                           int64_t(offset) * p.kv_stride_page + int64_t(kvh) * p.kv_stride_h;
+      load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, source >= 0, src);
+      if (kSparse && copy_chunk0 == 0) ss.key_valid[buf][copy_row] = source >= 0;
     };
 
     {  // Q tile: rows past the problem's rows are zero
@@ -167,9 +184,9 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
       }
       load_tile_row<kChunks>(ss.q, copy_row, copy_chunk0, valid, src);
     }
-    if (tile_lo < tile_hi) load_kv_tile(tile_lo, row_block(tile_lo), 0);
+    if (tile_lo < tile_hi) load_kv_tile(tile_lo, row_source(tile_lo), 0);
     cp_async_commit();
-    int next_block = tile_lo + 1 < tile_hi ? row_block(tile_lo + 1) : -1;
+    int next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1) : -1;
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
@@ -190,9 +207,9 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
       // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
       __syncthreads();
       if (tile + 1 < tile_hi) {
-        load_kv_tile(tile + 1, next_block, buf ^ 1);
+        load_kv_tile(tile + 1, next_source, buf ^ 1);
         cp_async_commit();
-        next_block = tile + 2 < tile_hi ? row_block(tile + 2) : -1;
+        next_source = tile + 2 < tile_hi ? row_source(tile + 2) : -1;
       }
 
       // S = Q K^T for this warpgroup's 32 tokens
@@ -216,7 +233,9 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
         const int token = tile_token0 + get<1>(tScS(i));
-        const float s = token <= last_key[slot_of(i)] ? tSrS(i) * p.scale_log2 : kNegInf;
+        const bool attended = kSparse ? ss.key_valid[buf][wg * 32 + get<1>(tScS(i))] != 0
+                                      : token <= last_key[slot_of(i)];
+        const float s = attended ? tSrS(i) * p.scale_log2 : kNegInf;
         tSrS(i) = s;
         tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], s);
       }
@@ -309,7 +328,9 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
           const int grow = m_tile * kTileRows + my_row0 + 8 * k;
           if (grow < p.rows) {
             const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-            p.lse[(int64_t(req) * p.h_q + h) * p.s_q + j] = lse2[k] == kNegInf ? INFINITY : lse2[k] * kLn2;
+            const int64_t at = req * p.lse_stride_b + h * p.lse_stride_h + j * p.lse_stride_s;
+            p.lse[at] = lse2[k] == kNegInf ? INFINITY : lse2[k] * kLn2;
+            if (kSparse && p.max_logits != nullptr) p.max_logits[at] = row_max[k] * kLn2;
           }
         }
       }
@@ -334,15 +355,15 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
 #endif
 }
 
-template <typename Element, int kD>
-cudaError_t launch_dense_decode(const DenseDecodeParams& p, int num_parts, int num_sms, cudaStream_t stream) {
+template <typename Element, int kD, bool kSparse>
+cudaError_t launch_attention(const DenseDecodeParams& p, int num_parts, cudaStream_t stream) {
   using Cfg = DenseDecodeConfig<Element, kD>;
-  auto kernel = dense_decode_kernel<Element, kD>;
+  auto kernel = dense_decode_kernel<Element, kD, kSparse>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const dim3 grid((p.rows + kTileRows - 1) / kTileRows, p.h_kv, num_parts);
-  (void)num_sms;
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;
+  if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  kernel<<<dim3(unsigned(ctas)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
   return cudaGetLastError();
 }
 

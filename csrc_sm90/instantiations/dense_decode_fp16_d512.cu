@@ -2,5 +2,5 @@
 #include "../dense_decode/kernel.cuh"
 
 namespace flashmla_sm90 {
-template cudaError_t launch_dense_decode<cutlass::half_t, 512>(const DenseDecodeParams&, int, int, cudaStream_t);
+template cudaError_t launch_attention<cutlass::half_t, 512, false>(const DenseDecodeParams&, int, cudaStream_t);
 }  // namespace flashmla_sm90

@@ -24,23 +24,30 @@ class SM90Backend(Backend):
 
     def __init__(self):
         self._ext = None
-        self._load_error = None
         self._caps = self._declare()
 
     def _declare(self) -> dict:
-        dense = [(v[1], int(v[2])) for v in _compiled_variants() if v[0] == "dense_decode"]
-        if not dense:
-            return {}
-        return {
-            "dense_decode": OpCapability(
+        variants = _compiled_variants()
+        dense = [(v[1], int(v[2])) for v in variants if v[0] == "dense_decode"]
+        sparse_prefill = [(v[1], int(v[2])) for v in variants if v[0] == "sparse_prefill"]
+        caps = {}
+        if sparse_prefill:
+            caps["sparse_prefill"] = OpCapability(
+                "sparse_prefill", archs=("sm_90",), dtypes=frozenset(_DTYPES[d] for d, _ in sparse_prefill),
+                head_dims=frozenset((d, 512) for _, d in sparse_prefill), h_q=IntRange(1, 128),
+                h_kv=IntRange(1, 128), topk=IntRange(1, None),
+                features=frozenset({"attn_sink", "topk_length", "deterministic"}),
+                notes="the dense kernel with keys gathered by index (invalid: < 0 or >= s_kv), one CTA per query")
+        if dense:
+            caps["dense_decode"] = OpCapability(
                 "dense_decode", archs=("sm_90",),
                 dtypes=frozenset(_DTYPES[d] for d, _ in dense),
                 head_dims=frozenset((d, 512) for _, d in dense),
                 h_q=IntRange(1, 128), h_kv=IntRange(1, 128), s_q=IntRange(1, None),
                 page_sizes=None, kv_formats=frozenset(d for d, _ in dense),
                 features=frozenset({"causal", "attn_sink", "deterministic"}),
-                notes="wgmma + cp.async gather, split-KV with on-device plan; any page size"),
-        }
+                notes="wgmma + cp.async gather, split-KV with on-device plan; any page size")
+        return caps
 
     @property
     def ext(self):
@@ -83,3 +90,6 @@ class SM90Backend(Backend):
         out, lse = self.ext.dense_decode(q, kv_cache, block_table, cache_seqlens, schedule, num_splits,
                                          softmax_scale, causal, attn_sink)
         return out, lse
+
+    def sparse_prefill(self, q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
+        return tuple(self.ext.sparse_prefill(q, kv, indices, topk_length, softmax_scale, attn_sink))

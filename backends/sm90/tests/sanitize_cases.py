@@ -1,4 +1,4 @@
-"""A few small sm90 decode calls covering every kernel path, to run under compute-sanitizer:
+"""A few small sm90 calls covering every kernel path, to run under compute-sanitizer:
 
     compute-sanitizer --tool memcheck python backends/sm90/tests/sanitize_cases.py
     compute-sanitizer --tool racecheck python backends/sm90/tests/sanitize_cases.py
@@ -23,4 +23,12 @@ if __name__ == "__main__":
     case(2, [130, 77], 128, 1, 2, 16, torch.float16, 576, sink=True)         # 2 m-tiles... (rows 256), causal
     case(2, [129, 64], 6, 3, 2, 7, torch.bfloat16, 512)                      # GQA, odd page, d 512
     case(2, [200, 3], 32, 1, 1, 64, torch.bfloat16, 576, deterministic=True)
+    # sparse prefill: invalid indices, topk_length, GQA, topk not a multiple of 64, sink
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(5, 16, 576, device="cuda", generator=g).bfloat16()
+    kv = torch.randn(300, 2, 576, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-3, 310, (5, 2, 100), device="cuda", generator=g).int()
+    attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, topk_length=torch.tensor([100, 0, 7, 64, 65],
+                             dtype=torch.int32, device="cuda"), attn_sink=torch.zeros(16, device="cuda"))
+    torch.cuda.synchronize()
     print("sanitize cases ran")

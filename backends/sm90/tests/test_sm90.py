@@ -93,3 +93,22 @@ def test_deterministic_plan_is_batch_invariant():
             q[sl], cache, table[sl], seqlens[sl],
             plan=attention.plan_decode(seqlens[sl], num_q_heads=64, deterministic=True))
         assert torch.equal(alone, out[sl]) and torch.equal(alone_lse, lse[sl])
+
+
+@pytest.mark.parametrize("s_q,h_q,h_kv,s_kv,topk", [(70000, 16, 1, 4096, 64), (256, 128, 1, 32768, 2048),
+                                                   (33, 64, 2, 500, 192)])
+def test_sparse_prefill_against_reference(s_q, h_q, h_kv, s_kv, topk):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(s_q, h_q, 576, device="cuda", generator=g).bfloat16()
+    kv = torch.randn(s_kv, h_kv, 576, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-8, s_kv + 8, (s_q, h_kv, topk), device="cuda", generator=g).int()
+    lengths = torch.randint(0, topk + 1, (s_q,), device="cuda", generator=g).int()
+    sink = torch.randn(h_q, device="cuda")
+    out, max_logits, lse = attention.sparse_prefill(q, kv, idx, softmax_scale=576 ** -0.5, topk_length=lengths,
+                                                    attn_sink=sink)
+    rows = torch.arange(0, s_q, max(1, s_q // 64), device="cuda")   # the reference on a sample of rows
+    ref = attention.sparse_prefill(q[rows], kv, idx[rows], softmax_scale=576 ** -0.5, topk_length=lengths[rows],
+                                   attn_sink=sink, backend="reference")
+    torch.testing.assert_close(out[rows].float(), ref[0].float(), atol=6e-3, rtol=2e-2)
+    torch.testing.assert_close(max_logits[rows], ref[1], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(lse[rows], ref[2], atol=1e-4, rtol=1e-5)
