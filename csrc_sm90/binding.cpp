@@ -52,6 +52,8 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
     schedule.select(1, 0).fill_(1);  // empty parts
     return {schedule, num_splits};
   }
+  TORCH_CHECK(deterministic || b <= 25000, "flashmla_sm90: a split-KV plan serves at most 25000 requests "
+              "(its prefix sums live in shared memory); got ", b, ". Use deterministic=True or smaller batches.");
   fm::PlanParams p{};
   p.seqlens = seqlens.data_ptr<int32_t>();
   p.schedule = reinterpret_cast<fm::SchedulePart*>(schedule.data_ptr<int32_t>());

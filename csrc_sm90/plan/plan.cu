@@ -91,7 +91,8 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) 
 }
 
 cudaError_t launch_plan(const PlanParams& p, cudaStream_t stream) {
-  const int smem = 2 * (p.batch + 1) * int(sizeof(int));
+  // prefix sums live in shared memory; a deterministic plan needs none (b may be a prefill's s_q)
+  const int smem = p.deterministic ? 0 : 2 * (p.batch + 1) * int(sizeof(int));
   if (smem > 200 * 1024) return cudaErrorInvalidValue;
   cudaError_t err = cudaFuncSetAttribute(plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
