@@ -33,10 +33,11 @@ def dense_decode(q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim
         if causal:
             mask = (t[None, :] <= (L - s_q + j)[:, None]).unsqueeze(0)              # bottom-right aligned
         mask = mask[:, :, None, :].expand(-1, -1, h_kv, -1)
-        o, l, _ = attend(q[i:i + 1].float(), rows[..., :d_qk], rows[..., :head_dim_v], mask, softmax_scale)
-        o = apply_sink(o, l, attn_sink)
+        o, lse_rows, _ = attend(q[i:i + 1].float(), rows[..., :d_qk], rows[..., :head_dim_v], mask,
+                                softmax_scale)
+        o = apply_sink(o, lse_rows, attn_sink)
         out[i] = o[0].to(q.dtype)
-        lse[i] = l[0].transpose(0, 1)
+        lse[i] = lse_rows[0].transpose(0, 1)
     return out, lse
 
 
@@ -60,9 +61,9 @@ def sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale,
         v_ = valid[sl]
         rows = torch.where(v_[..., None], rows, 0.0).reshape(c * s_q, topk, 1, -1)
         mask = v_.reshape(c * s_q, 1, 1, topk)
-        o, l, _ = attend(q[sl].float().reshape(c * s_q, 1, h_q, d_qk), rows[..., :d_qk], rows[..., :head_dim_v],
-                         mask, softmax_scale)
-        o = apply_sink(o, l, attn_sink)
+        o, lse_rows, _ = attend(q[sl].float().reshape(c * s_q, 1, h_q, d_qk), rows[..., :d_qk],
+                                rows[..., :head_dim_v], mask, softmax_scale)
+        o = apply_sink(o, lse_rows, attn_sink)
         out[sl] = o.reshape(c, s_q, h_q, head_dim_v).to(q.dtype)
-        lse[sl] = l.reshape(c, s_q, h_q).transpose(1, 2)
+        lse[sl] = lse_rows.reshape(c, s_q, h_q).transpose(1, 2)
     return out, lse

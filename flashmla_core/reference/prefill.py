@@ -24,10 +24,11 @@ def sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk
         rows = kv[torch.where(valid, idx, 0), groups].float()                # [c, h_kv, topk, d_qk]
         rows = torch.where(valid[..., None], rows, 0.0).transpose(1, 2)      # [c, topk, h_kv, d_qk]
         c = rows.shape[0]
-        o, l, m = attend(q[sl].float().unsqueeze(1), rows, rows[..., :head_dim_v], valid.unsqueeze(1), softmax_scale)
-        o = apply_sink(o, l, attn_sink)
+        o, lse_rows, m = attend(q[sl].float().unsqueeze(1), rows, rows[..., :head_dim_v], valid.unsqueeze(1),
+                                softmax_scale)
+        o = apply_sink(o, lse_rows, attn_sink)
         out[sl] = o.reshape(c, h_q, head_dim_v).to(q.dtype)
-        lse[sl] = l.reshape(c, h_q)
+        lse[sl] = lse_rows.reshape(c, h_q)
         max_logits[sl] = m.reshape(c, h_q)
     return out, max_logits, lse
 
@@ -54,7 +55,7 @@ def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
             if causal:                                  # bottom-right aligned
                 mask = t[None, :] <= (lk - lq + j)[:, None]
             mask = mask[None, :, None, :].expand(1, -1, h_k, -1)
-            o, l, _ = attend(q[q0 + j0:q0 + j1].float().unsqueeze(0), kk, vv, mask, softmax_scale)
+            o, lse_rows, _ = attend(q[q0 + j0:q0 + j1].float().unsqueeze(0), kk, vv, mask, softmax_scale)
             out[q0 + j0:q0 + j1] = o[0].to(q.dtype)
-            lse[q0 + j0:q0 + j1] = l[0]
+            lse[q0 + j0:q0 + j1] = lse_rows[0]
     return out, lse

@@ -81,12 +81,12 @@ def dense_decode(q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim
             for h in range(h_q):
                 K = per_group[h // (h_q // h_kv)]
                 V = K[:, :head_dim_v] if K is not None else None
-                o, l, _, a = _softmax_attend(q[i, j, h].to(F64), K, V, softmax_scale)
+                o, lse_value, _, a = _softmax_attend(q[i, j, h].to(F64), K, V, softmax_scale)
                 if sinks is not None:
-                    o = _sink(o, l, sinks[h])
+                    o = _sink(o, lse_value, sinks[h])
                 out[i, j, h] = o if o is not None else 0.0
                 mag[i, j, h] = a if a is not None else 0.0
-                lse[i, h, j] = l
+                lse[i, h, j] = lse_value
     return (out, lse, mag) if return_magnitude else (out, lse)
 
 
@@ -111,12 +111,12 @@ def sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale,
             V = K[:, :head_dim_v] if K is not None else None
             qij = q[i, j].to(F64)
             for h in range(h_q):
-                o, l, _, a = _softmax_attend(qij[h], K, V, softmax_scale)
+                o, lse_value, _, a = _softmax_attend(qij[h], K, V, softmax_scale)
                 if sinks is not None:
-                    o = _sink(o, l, sinks[h])
+                    o = _sink(o, lse_value, sinks[h])
                 out[i, j, h] = o if o is not None else 0.0
                 mag[i, j, h] = a if a is not None else 0.0
-                lse[i, h, j] = l
+                lse[i, h, j] = lse_value
     return (out, lse, mag) if return_magnitude else (out, lse)
 
 
@@ -135,12 +135,12 @@ def sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk
             K = _stack(ks)
             V = K[:, :head_dim_v] if K is not None else None
             for h in range(g * (h_q // h_kv), (g + 1) * (h_q // h_kv)):
-                o, l, m, a = _softmax_attend(q[s, h].to(F64), K, V, softmax_scale)
+                o, lse_value, m, a = _softmax_attend(q[s, h].to(F64), K, V, softmax_scale)
                 if sinks is not None:
-                    o = _sink(o, l, sinks[h])
+                    o = _sink(o, lse_value, sinks[h])
                 out[s, h] = o if o is not None else 0.0
                 mag[s, h] = a if a is not None else 0.0
-                lse[s, h], max_logits[s, h] = l, m
+                lse[s, h], max_logits[s, h] = lse_value, m
     return (out, max_logits, lse, mag) if return_magnitude else (out, max_logits, lse)
 
 
@@ -161,8 +161,8 @@ def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
                 g = h // (h_q // h_k)
                 K = _stack([k[ck[i] + t, g].to(F64) for t in range(n)])
                 V = _stack([v[ck[i] + t, g].to(F64) for t in range(n)])
-                o, l, _, a = _softmax_attend(q[cq[i] + j, h].to(F64), K, V, softmax_scale)
+                o, lse_value, _, a = _softmax_attend(q[cq[i] + j, h].to(F64), K, V, softmax_scale)
                 out[cq[i] + j, h] = o if o is not None else 0.0
                 mag[cq[i] + j, h] = a if a is not None else 0.0
-                lse[cq[i] + j, h] = l
+                lse[cq[i] + j, h] = lse_value
     return (out, lse, mag) if return_magnitude else (out, lse)
