@@ -93,7 +93,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   auto o_accum = torch::empty({slots, h_kv, rows, fm::kHeadDimV}, q.options().dtype(torch::kFloat32));
   auto lse_accum = torch::empty({slots, h_kv, rows}, q.options().dtype(torch::kFloat32));
 
-  fm::DenseDecodeParams p{};
+  fm::AttentionParams p{};
   p.q = q.data_ptr();
   p.kv = kv.data_ptr();
   p.block_table = block_table.data_ptr<int32_t>();
@@ -146,7 +146,7 @@ std::vector<torch::Tensor> sparse_prefill(torch::Tensor q, torch::Tensor kv, tor
   // one part per query token, each whole: the deterministic plan (it reads no lengths)
   auto schedule_and_splits = plan(indices.select(2, 0).select(1, 0), 1, /*deterministic=*/true);
 
-  fm::DenseDecodeParams p{};
+  fm::AttentionParams p{};
   p.q = q.data_ptr();
   p.kv = kv.data_ptr();
   p.indices = indices.data_ptr<int32_t>();

@@ -32,7 +32,7 @@ def extension():
     from torch.utils.cpp_extension import CUDAExtension
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
     sources = [str(CSRC / "binding.cpp"), str(CSRC / "plan" / "plan.cu"), str(CSRC / "combine" / "combine.cu"),
-               str(CSRC / "dense_decode" / "dispatch.cu")]
+               str(CSRC / "attention" / "dispatch.cu")]
     sources += sorted(str(p) for p in (CSRC / "instantiations").glob("*.cu"))
     sources = [os.path.relpath(s, HERE) for s in sources]  # setuptools refuses absolute source paths
     cuda_home = os.environ.get("CUDA_HOME", "/usr/local/cuda")

@@ -13,10 +13,10 @@ cudaError_t launch_plan(const PlanParams& p, cudaStream_t stream);
 cudaError_t launch_combine(const CombineParams& p, DType dtype, cudaStream_t stream);
 
 template <typename Element, int kHeadDimQK, bool kSparse>
-cudaError_t launch_attention(const DenseDecodeParams& p, int num_parts, cudaStream_t stream);
+cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream);
 
 // Dispatch over the compiled instantiations (instantiations/*.cu); cudaErrorInvalidValue if absent.
-cudaError_t launch_attention(const DenseDecodeParams& p, DType dtype, int head_dim_qk, bool sparse, int num_parts,
+cudaError_t launch_attention(const AttentionParams& p, DType dtype, int head_dim_qk, bool sparse, int num_parts,
                              cudaStream_t stream);
 
 }  // namespace flashmla_sm90

@@ -23,7 +23,7 @@ constexpr int kRequestOverheadTiles = 1;  // scheduling cost of starting a reque
 
 // Decode over a paged cache, and (kSparse) token-sparse attention over index lists. Sparse prefill
 // is the sparse form with one "request" per query token: q [s_q, h_q, d] is read as [s_q, 1, h_q, d].
-struct DenseDecodeParams {
+struct AttentionParams {
   const void* q;              // [b, s_q, h_q, d_qk]
   const void* kv;             // [num_blocks, page_size, h_kv, d_qk] (sparse prefill: [s_kv, 1, h_kv, d_qk])
   const int32_t* block_table; // [b, max_blocks] (dense)

@@ -3,11 +3,11 @@
 // layout_check.cu -o /tmp/layout_check && /tmp/layout_check
 #include <cstdio>
 
-#include "../dense_decode/kernel.cuh"
+#include "../attention/kernel.cuh"
 
 template <typename Element, int kD>
 int check() {
-  using Layout = typename flashmla_sm90::DenseDecodeConfig<Element, kD>::SmemLayoutK;
+  using Layout = typename flashmla_sm90::AttentionConfig<Element, kD>::SmemLayoutK;
   // a tile at address 0: CuTe applies the swizzle to the address, as it does in shared memory
   auto tile = cute::make_tensor(cute::make_smem_ptr(static_cast<Element*>(nullptr)), Layout{});
   int bad = 0;

@@ -1,4 +1,5 @@
-// Dense MLA decode for sm_90a (paged bf16/fp16 KV, absorbed MLA: V = first 512 dims of K).
+// MLA attention for sm_90a: dense decode over a paged bf16/fp16 cache and (kSparse) sparse prefill
+// over index lists; absorbed MLA, V = first 512 dims of K.
 //
 // Tiling. One CTA computes 64 query rows of one KV head — the s_q * h_q / h_kv rows that share it,
 // s_q-major (row r is query token r / (h_q/h_kv), head kvh * (h_q/h_kv) + r % (h_q/h_kv)) — against
@@ -40,7 +41,7 @@ namespace flashmla_sm90 {
 using namespace cute;
 
 template <typename Element, int kD>
-struct DenseDecodeConfig {  // shared by the dense (paged) and sparse (indexed) forms
+struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) forms
   using SmemLayoutQ =
       decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kD>>{}));
   using SmemLayoutK =
@@ -95,9 +96,9 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
 // kSparse: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length) and
 // are masked per key; otherwise from the block table, masked by length and the causal diagonal.
 template <typename Element, int kD, bool kSparse>
-__global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_constant__ DenseDecodeParams p) {
+__global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = DenseDecodeConfig<Element, kD>;
+  using Cfg = AttentionConfig<Element, kD>;
   using SmemLayoutK = typename Cfg::SmemLayoutK;
   constexpr float kNegInf = -INFINITY;
   constexpr int kChunks = kD * int(sizeof(Element)) / 16;
@@ -356,9 +357,9 @@ __global__ void __launch_bounds__(256, 1) dense_decode_kernel(const __grid_const
 }
 
 template <typename Element, int kD, bool kSparse>
-cudaError_t launch_attention(const DenseDecodeParams& p, int num_parts, cudaStream_t stream) {
-  using Cfg = DenseDecodeConfig<Element, kD>;
-  auto kernel = dense_decode_kernel<Element, kD, kSparse>;
+cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
+  using Cfg = AttentionConfig<Element, kD>;
+  auto kernel = mla_attention_kernel<Element, kD, kSparse>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;

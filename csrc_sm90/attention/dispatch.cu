@@ -5,7 +5,7 @@
 
 namespace flashmla_sm90 {
 
-cudaError_t launch_attention(const DenseDecodeParams& p, DType dtype, int head_dim_qk, bool sparse, int num_parts,
+cudaError_t launch_attention(const AttentionParams& p, DType dtype, int head_dim_qk, bool sparse, int num_parts,
                              cudaStream_t stream) {
   using bf16 = cutlass::bfloat16_t;
   using fp16 = cutlass::half_t;
