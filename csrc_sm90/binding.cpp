@@ -126,23 +126,26 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   return {out, lse};
 }
 
-// -> (out [s_q, h_q, 512], max_logits [s_q, h_q], lse [s_q, h_q]). One CTA column per query token:
-// a query's topk keys are one "request" of the shared kernel, with no split (no combine).
-std::vector<torch::Tensor> sparse_prefill(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
-                                          c10::optional<torch::Tensor> topk_length, double softmax_scale,
-                                          c10::optional<torch::Tensor> attn_sink) {
+// Token-sparse attention of N query tokens over index lists, no split (a query's keys are one run):
+// q [N, h_q, d], kv [num_blocks, page_size, h_kv, d] (sparse prefill: [s_kv, 1, h_kv, d]), indices
+// [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512], max_logits [N, h_q] (empty
+// unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode both come here.
+std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
+                                            c10::optional<torch::Tensor> lengths, double softmax_scale,
+                                            c10::optional<torch::Tensor> attn_sink, bool with_max_logits) {
   check_sm90(q);
   c10::cuda::CUDAGuard guard(q.device());
-  const int64_t s_q = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(1), topk = indices.size(2);
-  auto out = torch::empty({s_q, h_q, fm::kHeadDimV}, q.options());
+  const int64_t n = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(2), topk = indices.size(2);
+  auto out = torch::empty({n, h_q, fm::kHeadDimV}, q.options());
   auto f32 = q.options().dtype(torch::kFloat32);
-  auto max_logits = torch::empty({s_q, h_q}, f32);
-  auto lse = torch::empty({s_q, h_q}, f32);
-  if (s_q == 0) return {out, max_logits, lse};
+  auto max_logits = torch::empty({with_max_logits ? n : 0, h_q}, f32);
+  auto lse = torch::empty({n, h_q}, f32);
+  if (n == 0) return {out, max_logits, lse};
   for (auto st : {q.stride(0), q.stride(1), indices.stride(0), indices.stride(1)}) {
     TORCH_CHECK(st <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
   }
-  TORCH_CHECK(kv.size(0) <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: s_kv exceeds int32");
+  const int64_t capacity = kv.size(0) * kv.size(1);
+  TORCH_CHECK(capacity <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: the cache holds more than 2^31 slots");
   // one part per query token, each whole: the deterministic plan (it reads no lengths)
   auto schedule_and_splits = plan(indices.select(2, 0).select(1, 0), 1, /*deterministic=*/true);
 
@@ -150,25 +153,25 @@ std::vector<torch::Tensor> sparse_prefill(torch::Tensor q, torch::Tensor kv, tor
   p.q = q.data_ptr();
   p.kv = kv.data_ptr();
   p.indices = indices.data_ptr<int32_t>();
-  p.topk_length = topk_length.has_value() ? topk_length->data_ptr<int32_t>() : nullptr;
+  p.topk_length = lengths.has_value() ? lengths->data_ptr<int32_t>() : nullptr;
   p.attn_sink = attn_sink.has_value() ? attn_sink->data_ptr<float>() : nullptr;
   p.schedule = reinterpret_cast<const fm::SchedulePart*>(schedule_and_splits[0].data_ptr<int32_t>());
   p.num_splits = schedule_and_splits[1].data_ptr<int32_t>();
   p.out = out.data_ptr();
   p.lse = lse.data_ptr<float>();
-  p.max_logits = max_logits.data_ptr<float>();
+  p.max_logits = with_max_logits ? max_logits.data_ptr<float>() : nullptr;
   p.q_stride_b = q.stride(0); p.q_stride_s = 0; p.q_stride_h = q.stride(1);
-  p.kv_stride_block = kv.stride(0); p.kv_stride_page = 0; p.kv_stride_h = kv.stride(1);
+  p.kv_stride_block = kv.stride(0); p.kv_stride_page = kv.stride(1); p.kv_stride_h = kv.stride(2);
   p.idx_stride_b = indices.stride(0); p.idx_stride_h = indices.stride(1);
   p.out_stride_b = out.stride(0); p.out_stride_s = 0; p.out_stride_h = out.stride(1);
   p.lse_stride_b = h_q; p.lse_stride_h = 1; p.lse_stride_s = 0;
-  p.batch = int(s_q); p.s_q = 1; p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = 1;
+  p.batch = int(n); p.s_q = 1; p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = int(kv.size(1));
   p.rows = int(h_q / h_kv);
   p.topk = int(topk);
-  p.capacity = kv.size(0);
+  p.capacity = capacity;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = false;
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), /*sparse=*/true, int(s_q),
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), /*sparse=*/true, int(n),
                                          at::cuda::getCurrentCUDAStream()));
   return {out, max_logits, lse};
 }
@@ -178,5 +181,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("plan", &plan, "split-KV schedule on the device");
   m.def("default_num_parts", &default_num_parts, "CTA columns for a decode grid");
   m.def("dense_decode", &dense_decode, "paged MLA decode (+ combine)");
-  m.def("sparse_prefill", &sparse_prefill, "token-sparse MLA prefill");
+  m.def("sparse_attention", &sparse_attention, "token-sparse MLA attention (sparse prefill, sparse decode)");
 }

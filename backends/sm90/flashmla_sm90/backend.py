@@ -31,7 +31,13 @@ class SM90Backend(Backend):
         dense = [(v[1], int(v[2])) for v in variants if v[0] == "dense_decode"]
         sparse_prefill = [(v[1], int(v[2])) for v in variants if v[0] == "sparse_prefill"]
         caps = {}
-        if sparse_prefill:
+        if sparse_prefill:  # the same instantiations serve sparse decode on a bf16 cache
+            caps["sparse_decode"] = OpCapability(
+                "sparse_decode", archs=("sm_90",), dtypes=frozenset(_DTYPES[d] for d, _ in sparse_prefill),
+                head_dims=frozenset((d, 512) for _, d in sparse_prefill), h_q=IntRange(1, 128),
+                h_kv=IntRange(1, 1), s_q=IntRange(1, None), page_sizes=None, kv_formats=frozenset({"bf16"}),
+                topk=IntRange(1, None), features=frozenset({"attn_sink", "topk_length", "deterministic"}),
+                notes="bf16 cache only (fp8_v32 needs the dequantizing producer); no split-KV yet")
             caps["sparse_prefill"] = OpCapability(
                 "sparse_prefill", archs=("sm_90",), dtypes=frozenset(_DTYPES[d] for d, _ in sparse_prefill),
                 head_dims=frozenset((d, 512) for _, d in sparse_prefill), h_q=IntRange(1, 128),
@@ -92,4 +98,17 @@ class SM90Backend(Backend):
         return out, lse
 
     def sparse_prefill(self, q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
-        return tuple(self.ext.sparse_prefill(q, kv, indices, topk_length, softmax_scale, attn_sink))
+        return tuple(self.ext.sparse_attention(q, kv.unsqueeze(1), indices, topk_length, softmax_scale, attn_sink,
+                                               True))
+
+    def sparse_decode(self, q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length,
+                      attn_sink, plan):
+        # Query tokens are independent runs over their own index lists: (b, s_q) -> b * s_q tokens
+        # (views where the strides allow, small copies otherwise). No split-KV yet, so the plan made
+        # by plan_decode (the base one: one split per request) is not needed here.
+        b, s_q, h_q, d = q.shape
+        lengths = topk_length.repeat_interleave(s_q) if topk_length is not None else None
+        out, _, lse = self.ext.sparse_attention(q.reshape(b * s_q, h_q, d), kv_cache,
+                                                indices.reshape(b * s_q, 1, indices.shape[-1]), lengths,
+                                                softmax_scale, attn_sink, False)
+        return out.view(b, s_q, h_q, -1), lse.view(b, s_q, h_q).transpose(1, 2).contiguous()

@@ -30,5 +30,10 @@ if __name__ == "__main__":
     idx = torch.randint(-3, 310, (5, 2, 100), device="cuda", generator=g).int()
     attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, topk_length=torch.tensor([100, 0, 7, 64, 65],
                              dtype=torch.int32, device="cuda"), attn_sink=torch.zeros(16, device="cuda"))
+    # sparse decode on a bf16 paged cache (page 7), s_q 2
+    cache = torch.randn(20, 7, 1, 576, device="cuda", generator=g).bfloat16()
+    attention.sparse_decode(torch.randn(2, 2, 16, 576, device="cuda", generator=g).bfloat16(), cache,
+                            torch.randint(-3, 145, (2, 2, 70), device="cuda", generator=g).int(), kv_format="bf16",
+                            topk_length=torch.tensor([70, 3], dtype=torch.int32, device="cuda"))
     torch.cuda.synchronize()
     print("sanitize cases ran")

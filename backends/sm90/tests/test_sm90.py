@@ -112,3 +112,17 @@ def test_sparse_prefill_against_reference(s_q, h_q, h_kv, s_kv, topk):
     torch.testing.assert_close(out[rows].float(), ref[0].float(), atol=6e-3, rtol=2e-2)
     torch.testing.assert_close(max_logits[rows], ref[1], atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(lse[rows], ref[2], atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b,s_q,h_q,page,topk", [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100), (64, 1, 64, 64, 2048)])
+def test_sparse_decode_bf16_against_reference(b, s_q, h_q, page, topk):
+    g = torch.Generator(device="cuda").manual_seed(1)
+    blocks = 8192 // page + 1
+    cache = torch.randn(blocks, page, 1, 576, device="cuda", generator=g).bfloat16()
+    q = torch.randn(b, h_q, s_q, 576, device="cuda", generator=g).bfloat16().transpose(1, 2)  # non-contiguous
+    idx = torch.randint(-4, blocks * page + 4, (b, s_q, topk), device="cuda", generator=g).int()
+    lengths = torch.randint(0, topk + 1, (b,), device="cuda", generator=g).int()
+    out, lse = attention.sparse_decode(q, cache, idx, kv_format="bf16", topk_length=lengths)
+    ref, ref_lse = attention.sparse_decode(q, cache, idx, kv_format="bf16", topk_length=lengths, backend="reference")
+    torch.testing.assert_close(out.float(), ref.float(), atol=6e-3, rtol=2e-2)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
