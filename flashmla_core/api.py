@@ -19,13 +19,14 @@ from .errors import ContractError
 from .registry.selection import REGISTRY
 
 
-def _with_plan(problem, plan, key, backend):
+def _with_plan(problem, plan, q, topk, backend):
     """A plan binds its request to the backend that made it (and to its determinism)."""
     if plan is None:
         return problem, backend
     if not isinstance(plan, DecodePlan):
         raise ContractError("plan", "a DecodePlan from flashmla.attention.plan_decode", type(plan).__name__)
-    plan.check_matches(key)
+    plan.check_matches(make_plan_key(q.device, q.shape[0], problem.s_q, problem.h_q, problem.h_kv, topk,
+                                     plan.key.deterministic))
     if backend is not None and backend != plan.backend:
         raise ContractError("backend", f"the backend the plan was made by ({plan.backend!r}) or None", repr(backend))
     if plan.key.deterministic:
@@ -43,9 +44,7 @@ def dense_decode(q, kv_cache, block_table, cache_seqlens, *, head_dim_v: int = 5
     problem, scale = validate.check_dense_decode(q, kv_cache, block_table, cache_seqlens, head_dim_v=head_dim_v,
                                                  softmax_scale=softmax_scale, causal=causal, attn_sink=attn_sink,
                                                  kv_format=kv_format)
-    key = make_plan_key(q.device, q.shape[0], problem.s_q, problem.h_q, problem.h_kv, None,
-                        plan.key.deterministic if plan is not None else False)
-    problem, backend = _with_plan(problem, plan, key, backend)
+    problem, backend = _with_plan(problem, plan, q, None, backend)
     buffers = plan.buffers if plan is not None else []
     if torch.compiler.is_compiling():
         return torch.ops.flashmla.dense_decode(q, kv_cache, block_table, cache_seqlens, problem.kv_format, head_dim_v,
@@ -64,9 +63,7 @@ def sparse_decode(q, kv_cache, indices, *, kv_format: str = "fp8_v32", head_dim_
     problem, scale = validate.check_sparse_decode(q, kv_cache, indices, kv_format=kv_format, head_dim_v=head_dim_v,
                                                   softmax_scale=softmax_scale, topk_length=topk_length,
                                                   attn_sink=attn_sink)
-    key = make_plan_key(q.device, q.shape[0], problem.s_q, problem.h_q, 1, problem.topk,
-                        plan.key.deterministic if plan is not None else False)
-    problem, backend = _with_plan(problem, plan, key, backend)
+    problem, backend = _with_plan(problem, plan, q, problem.topk, backend)
     buffers = plan.buffers if plan is not None else []
     if torch.compiler.is_compiling():
         return torch.ops.flashmla.sparse_decode(q, kv_cache, indices, kv_format, head_dim_v, scale, topk_length,

@@ -6,12 +6,6 @@ from dataclasses import dataclass
 from .contract import validate
 from .registry.selection import REGISTRY
 
-_CHECKS = {
-    "dense_decode": validate.check_dense_decode,
-    "sparse_decode": validate.check_sparse_decode,
-    "sparse_prefill": validate.check_sparse_prefill,
-    "dense_prefill": validate.check_dense_prefill,
-}
 _DEFAULTS = {
     "dense_decode": dict(head_dim_v=512, softmax_scale=None, causal=False, attn_sink=None, kv_format=None),
     "sparse_decode": dict(kv_format="fp8_v32", head_dim_v=512, softmax_scale=None, topk_length=None, attn_sink=None),
@@ -63,15 +57,15 @@ class Explanation:
 
 def explain(op: str, *args, backend=None, **kwargs) -> Explanation:
     """Validates a request like the op would and reports, per backend, whether it accepts it and why not."""
-    if op not in _CHECKS:
+    if op not in validate.CHECKS:
         from .errors import ContractError
-        raise ContractError("op", f"one of {sorted(_CHECKS)}", repr(op))
+        raise ContractError("op", f"one of {sorted(validate.CHECKS)}", repr(op))
     named = dict(zip(_POSITIONAL[op], args))
     named.update(kwargs)
     opts = {k: named.pop(k, v) for k, v in _DEFAULTS[op].items()}
     if op == "sparse_prefill":
         opts["softmax_scale"] = named.pop("softmax_scale", 1.0)
-    problem, _ = _CHECKS[op](*(named[n] for n in _POSITIONAL[op]), **opts)
+    problem, _ = validate.CHECKS[op](*(named[n] for n in _POSITIONAL[op]), **opts)
     trace = REGISTRY.decide(op, problem, backend)
     chosen = next((n for n, r in trace if not r), None)
     return Explanation(op, problem.describe(), chosen, trace)

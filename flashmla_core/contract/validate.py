@@ -263,3 +263,8 @@ def check_dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_s
     problem = Problem("dense_prefill", q.device.type, arch_of(q.device), q.dtype, d_qk, v.shape[2], h_q, h_k,
                       causal=_flag("causal", causal))
     return problem, _scale(softmax_scale, d_qk)
+
+
+# op name -> its check, for callers that dispatch on the op (explain, the conformance kit)
+CHECKS = dict(dense_decode=check_dense_decode, sparse_decode=check_sparse_decode,
+              sparse_prefill=check_sparse_prefill, dense_prefill=check_dense_prefill)

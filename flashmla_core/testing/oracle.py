@@ -63,6 +63,14 @@ def _sink(out, lse: float, sink: float):
     return out * (1.0 / (1.0 + math.exp(sink - lse)))
 
 
+def _head(q_row, K, V, scale, sink=None):
+    """One query head -> (out row, lse, magnitude row), sink applied; zeros where no key is attended."""
+    o, lse_value, _, a = _softmax_attend(q_row, K, V, scale)
+    if sink is not None:
+        o = _sink(o, lse_value, sink)
+    return (o if o is not None else 0.0), lse_value, (a if a is not None else 0.0)
+
+
 def dense_decode(q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim_v, softmax_scale, causal,
                  attn_sink, return_magnitude=False):
     b, s_q, h_q, d = q.shape
@@ -81,12 +89,8 @@ def dense_decode(q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim
             for h in range(h_q):
                 K = per_group[h // (h_q // h_kv)]
                 V = K[:, :head_dim_v] if K is not None else None
-                o, lse_value, _, a = _softmax_attend(q[i, j, h].to(F64), K, V, softmax_scale)
-                if sinks is not None:
-                    o = _sink(o, lse_value, sinks[h])
-                out[i, j, h] = o if o is not None else 0.0
-                mag[i, j, h] = a if a is not None else 0.0
-                lse[i, h, j] = lse_value
+                out[i, j, h], lse[i, h, j], mag[i, j, h] = _head(q[i, j, h].to(F64), K, V, softmax_scale,
+                                                                 sinks[h] if sinks else None)
     return (out, lse, mag) if return_magnitude else (out, lse)
 
 
@@ -111,12 +115,8 @@ def sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale,
             V = K[:, :head_dim_v] if K is not None else None
             qij = q[i, j].to(F64)
             for h in range(h_q):
-                o, lse_value, _, a = _softmax_attend(qij[h], K, V, softmax_scale)
-                if sinks is not None:
-                    o = _sink(o, lse_value, sinks[h])
-                out[i, j, h] = o if o is not None else 0.0
-                mag[i, j, h] = a if a is not None else 0.0
-                lse[i, h, j] = lse_value
+                out[i, j, h], lse[i, h, j], mag[i, j, h] = _head(qij[h], K, V, softmax_scale,
+                                                                 sinks[h] if sinks else None)
     return (out, lse, mag) if return_magnitude else (out, lse)
 
 
@@ -161,8 +161,6 @@ def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
                 g = h // (h_q // h_k)
                 K = _stack([k[ck[i] + t, g].to(F64) for t in range(n)])
                 V = _stack([v[ck[i] + t, g].to(F64) for t in range(n)])
-                o, lse_value, _, a = _softmax_attend(q[cq[i] + j, h].to(F64), K, V, softmax_scale)
-                out[cq[i] + j, h] = o if o is not None else 0.0
-                mag[cq[i] + j, h] = a if a is not None else 0.0
-                lse[cq[i] + j, h] = lse_value
+                out[cq[i] + j, h], lse[cq[i] + j, h], mag[cq[i] + j, h] = _head(q[cq[i] + j, h].to(F64), K, V,
+                                                                                softmax_scale)
     return (out, lse, mag) if return_magnitude else (out, lse)

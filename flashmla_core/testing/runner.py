@@ -18,8 +18,6 @@ from . import compare, oracle
 from .cases import Case, cases_for
 from .inputs import BUILDERS
 
-_CHECKS = dict(dense_decode=validate.check_dense_decode, sparse_decode=validate.check_sparse_decode,
-               sparse_prefill=validate.check_sparse_prefill, dense_prefill=validate.check_dense_prefill)
 _OUTPUTS = dict(dense_decode=("out", "lse"), sparse_decode=("out", "lse"),
                 sparse_prefill=("out", "max_logits", "lse"), dense_prefill=("out", "lse"))
 
@@ -119,9 +117,7 @@ def run_case(backend_name: str, case: Case, device: str) -> CaseResult:
             return CaseResult(case, "passed", [], time.perf_counter() - t0)
         return CaseResult(case, "failed", ["accepted a request outside its declared capabilities"],
                           time.perf_counter() - t0)
-    opts = {k: v for k, v in inp.kwargs.items()}
-    problem, _ = _CHECKS[case.op](*inp.args, **opts) if case.op != "sparse_prefill" else \
-        _CHECKS[case.op](*inp.args, **opts)
+    problem, _ = validate.CHECKS[case.op](*inp.args, **inp.kwargs)
     reasons = backend.not_supported_reasons(case.op, problem)
     if reasons:
         return CaseResult(case, "skipped", reasons, time.perf_counter() - t0)
