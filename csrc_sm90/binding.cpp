@@ -115,7 +115,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   auto stream = at::cuda::getCurrentCUDAStream();
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), /*sparse=*/false, int(num_parts), stream));
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 
   fm::CombineParams c{};
   c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
@@ -126,16 +126,28 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   return {out, lse};
 }
 
-// Token-sparse attention of N query tokens over index lists, no split (a query's keys are one run):
-// q [N, h_q, d], kv [num_blocks, page_size, h_kv, d] (sparse prefill: [s_kv, 1, h_kv, d]), indices
-// [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512], max_logits [N, h_q] (empty
-// unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode both come here.
+// Token-sparse attention of N query tokens, each over its own index list: q [N, h_q, d], kv
+// [num_blocks, page_size, h_kv, d] bf16 (sparse prefill: [s_kv, 1, h_kv, d]) or [num_blocks, page_size, 1,
+// 656] uint8 (fp8_v32), indices [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512],
+// max_logits [N, h_q] (empty unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode
+// both come here. With a plan (schedule, num_splits [N + 1]) a token's keys may be split across CTAs and
+// merged by the combine kernel; without one every token is one CTA's whole run.
 std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
                                             c10::optional<torch::Tensor> lengths, double softmax_scale,
-                                            c10::optional<torch::Tensor> attn_sink, bool with_max_logits) {
+                                            c10::optional<torch::Tensor> attn_sink, bool with_max_logits,
+                                            c10::optional<torch::Tensor> schedule,
+                                            c10::optional<torch::Tensor> num_splits) {
   check_sm90(q);
   c10::cuda::CUDAGuard guard(q.device());
   const int64_t n = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(2), topk = indices.size(2);
+  const bool fp8 = kv.scalar_type() == torch::kUInt8;
+  if (fp8) {  // rows are read with 16-byte vector loads
+    TORCH_CHECK(kv.size(3) == 656 && d == 576, "flashmla_sm90: an fp8_v32 cache has 656-byte rows (d_qk 576)");
+    TORCH_CHECK(reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 == 0 && kv.stride(0) % 16 == 0 &&
+                kv.stride(1) % 16 == 0 && kv.stride(2) % 16 == 0,
+                "flashmla_sm90: fp8_v32 cache rows must start at 16-byte aligned addresses (block, slot and "
+                "head strides multiples of 16 bytes)");
+  }
   auto out = torch::empty({n, h_q, fm::kHeadDimV}, q.options());
   auto f32 = q.options().dtype(torch::kFloat32);
   auto max_logits = torch::empty({with_max_logits ? n : 0, h_q}, f32);
@@ -146,8 +158,23 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   }
   const int64_t capacity = kv.size(0) * kv.size(1);
   TORCH_CHECK(capacity <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: the cache holds more than 2^31 slots");
-  // one part per query token, each whole: the deterministic plan (it reads no lengths)
-  auto schedule_and_splits = plan(indices.select(2, 0).select(1, 0), 1, /*deterministic=*/true);
+  TORCH_CHECK(!with_max_logits || !schedule.has_value(), "flashmla_sm90: max_logits needs unsplit runs");
+  const int64_t rows = h_q / h_kv;
+  std::vector<torch::Tensor> own_plan;
+  if (!schedule.has_value()) {  // one part per query token, each whole: the deterministic plan (reads no lengths)
+    own_plan = plan(indices.select(2, 0).select(1, 0), 1, /*deterministic=*/true);
+    schedule = own_plan[0];
+    num_splits = own_plan[1];
+  }
+  TORCH_CHECK(num_splits.has_value() && num_splits->numel() == n + 1,
+              "flashmla_sm90: a sparse plan counts splits per query token (num_splits [N + 1])");
+  const int64_t num_parts = schedule->size(0);
+  TORCH_CHECK(num_parts + 1 <= 1024, "flashmla_sm90: the combine kernel merges at most 1024 splits per token");
+  // split-KV workspace (as in dense_decode); none is touched by a deterministic plan
+  const bool may_split = own_plan.empty();
+  const int64_t slots = may_split ? n + num_parts : 0;
+  auto o_accum = torch::empty({slots, h_kv, rows, fm::kHeadDimV}, f32);
+  auto lse_accum = torch::empty({slots, h_kv, rows}, f32);
 
   fm::AttentionParams p{};
   p.q = q.data_ptr();
@@ -155,24 +182,35 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.indices = indices.data_ptr<int32_t>();
   p.topk_length = lengths.has_value() ? lengths->data_ptr<int32_t>() : nullptr;
   p.attn_sink = attn_sink.has_value() ? attn_sink->data_ptr<float>() : nullptr;
-  p.schedule = reinterpret_cast<const fm::SchedulePart*>(schedule_and_splits[0].data_ptr<int32_t>());
-  p.num_splits = schedule_and_splits[1].data_ptr<int32_t>();
+  p.schedule = reinterpret_cast<const fm::SchedulePart*>(schedule->data_ptr<int32_t>());
+  p.num_splits = num_splits->data_ptr<int32_t>();
   p.out = out.data_ptr();
   p.lse = lse.data_ptr<float>();
   p.max_logits = with_max_logits ? max_logits.data_ptr<float>() : nullptr;
+  p.o_accum = may_split ? o_accum.data_ptr<float>() : nullptr;
+  p.lse_accum = may_split ? lse_accum.data_ptr<float>() : nullptr;
   p.q_stride_b = q.stride(0); p.q_stride_s = 0; p.q_stride_h = q.stride(1);
   p.kv_stride_block = kv.stride(0); p.kv_stride_page = kv.stride(1); p.kv_stride_h = kv.stride(2);
   p.idx_stride_b = indices.stride(0); p.idx_stride_h = indices.stride(1);
   p.out_stride_b = out.stride(0); p.out_stride_s = 0; p.out_stride_h = out.stride(1);
   p.lse_stride_b = h_q; p.lse_stride_h = 1; p.lse_stride_s = 0;
   p.batch = int(n); p.s_q = 1; p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = int(kv.size(1));
-  p.rows = int(h_q / h_kv);
+  p.rows = int(rows);
   p.topk = int(topk);
   p.capacity = capacity;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = false;
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), /*sparse=*/true, int(n),
-                                         at::cuda::getCurrentCUDAStream()));
+  const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
+  auto stream = at::cuda::getCurrentCUDAStream();
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
+  if (may_split) {
+    fm::CombineParams c{};
+    c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
+    c.out = p.out; c.lse = p.lse;
+    c.out_stride_b = p.out_stride_b; c.out_stride_s = 0; c.out_stride_h = p.out_stride_h;
+    c.batch = p.batch; c.s_q = 1; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
+    CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype_of(q), stream));
+  }
   return {out, max_logits, lse};
 }
 

@@ -168,7 +168,11 @@ def _plan_of_tensors(schedule, num_splits, q, key: PlanKey, op: str, kv_format) 
     validate._tensor("tile_scheduler_metadata", schedule, ndim=2, dtypes=(torch.int32,), device=q.device)
     validate._shape("tile_scheduler_metadata", schedule, [None, 8], "num_parts, 8")
     validate._tensor("num_splits", num_splits, ndim=1, dtypes=(torch.int32,), device=q.device)
-    validate._shape("num_splits", num_splits, [key.batch_size + 1], "b + 1")
+    # dense plans count splits per request; a sparse plan may count them per query token instead
+    lengths = {key.batch_size + 1} | ({key.batch_size * key.q_len + 1} if op == "sparse_decode" else set())
+    if num_splits.shape[0] not in lengths:
+        raise ContractError("num_splits", f"int32 [{' or '.join(map(str, sorted(lengths)))}] from get_mla_metadata",
+                            validate._desc(num_splits))
     known = _OLD_FORM_PLANS.get(id(schedule))
     if known is not None:
         return DecodePlan(known[0], known[1], schedule, num_splits)

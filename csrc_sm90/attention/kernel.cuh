@@ -1,5 +1,6 @@
-// MLA attention for sm_90a: dense decode over a paged bf16/fp16 cache and (kSparse) sparse prefill
-// over index lists; absorbed MLA, V = first 512 dims of K.
+// MLA attention for sm_90a: dense decode over a paged bf16/fp16 cache, and sparse attention over
+// index lists (sparse prefill; sparse decode on a bf16 or an fp8_v32 cache); absorbed MLA, V = the
+// first 512 dims of K.
 //
 // Tiling. One CTA computes 64 query rows of one KV head — the s_q * h_q / h_kv rows that share it,
 // s_q-major (row r is query token r / (h_q/h_kv), head kvh * (h_q/h_kv) + r % (h_q/h_kv)) — against
@@ -23,6 +24,22 @@
 // never read (NaN or garbage in unused slots cannot reach P * V, and block-table entries past the
 // last used block are never dereferenced).
 //
+// fp8_v32 (kIndexedFp8): the tile is the same bf16 tile, made by the consumers themselves between
+// their wgmma issues and waits (the tensor cores run the GEMMs meanwhile). Iteration t, while
+// buffer t % 2 is computed and buffer (t + 1) % 2 is free:
+//   top     cp.async the RoPE part of tile t + 1; the barrier publishes tile t
+//   QK(t) in flight:  dequantize half A of tile t + 1 (loaded into registers during PV(t - 1)) into
+//                     the free buffer; load half B of tile t + 1
+//   PV(t) in flight:  dequantize half B; load half A of tile t + 2
+// Registers carry half a row's payload per thread (18), so the load latency is covered by a softmax
+// or a GEMM. Cycle budget per 64-token tile and SM: dequant 64 x 512 values = 16384 cvt pairs, about
+// 6 instructions each (e4m3x2 -> f16x2, 2 x f16 -> f32, 2 FMUL, pack to bf16x2) = ~3100 warp
+// instructions (~800 issue cycles of the 4 schedulers, ~2000 if the conversions run at quarter rate),
+// vs ~1200 cycles of tensor work per 64 query rows (64 x 64 x 1088 x 2 FLOP at ~1000 FLOP/cycle/SM):
+// dequantization dominates unless it hides under the GEMMs and the softmax, which is why it sits
+// between the wgmma issues and waits. A CTA of 64 rows dequantizes each tile once; h_q = 128 runs two
+// CTAs that each dequantize it (a cluster sharing the tile is the next step).
+//
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2
 // partial lse per split; the combine kernel merges them and applies attn_sink. A request with one
 // split is finished here: 16-bit output, natural-log lse, attn_sink applied.
@@ -35,6 +52,7 @@
 
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
+#include "fp8_v32.cuh"
 
 namespace flashmla_sm90 {
 
@@ -93,11 +111,15 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
   }
 }
 
-// kSparse: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length) and
-// are masked per key; otherwise from the block table, masked by length and the causal diagonal.
-template <typename Element, int kD, bool kSparse>
+// Sparse sources: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length)
+// and are masked per key; paged: from the block table, masked by length and the causal diagonal.
+template <typename Element, int kD, KeySource kSource>
 __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kSparse = kSource != KeySource::kPaged;
+  constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
+  static_assert(!kFp8 || (kD == 576 && sizeof(Element) == 2), "fp8_v32 rows hold 512 e4m3 + 64 bf16 dims");
+  using CacheElement = std::conditional_t<kFp8, uint8_t, Element>;
   using Cfg = AttentionConfig<Element, kD>;
   using SmemLayoutK = typename Cfg::SmemLayoutK;
   constexpr float kNegInf = -INFINITY;
@@ -139,11 +161,12 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 
   // Gather: thread t copies chunks t%4, t%4+4, ... of row t/4.
   const int copy_row = tid / 4, copy_chunk0 = tid % 4;
-  const Element* kv = static_cast<const Element*>(p.kv);
+  const CacheElement* kv = static_cast<const CacheElement*>(p.kv);
   const Element* q = static_cast<const Element*>(p.q);
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
-    const int seqlen = !kSparse ? p.seqlens[req] : p.topk_length != nullptr ? p.topk_length[req] : p.topk;
+    const int seqlen = !kSparse ? p.seqlens[req]
+                       : p.topk_length != nullptr ? max(0, min(p.topk_length[req], p.topk)) : p.topk;
     const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
     const int tile_lo = req == part.begin_req ? part.begin_tile : 0;
     const int tile_hi = req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles;
@@ -151,8 +174,6 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     const int n_splits = p.num_splits[req + 1] - first_split;
     const int slot = req == part.begin_req ? part.begin_slot : first_split;
 
-    // The page of this thread's row in a tile (-1: past the request's length). The block-table
-    // lookup for tile t + 1 is issued while tile t is computed, keeping its latency off the critical path.
     // Where this thread's row of a tile lives (-1: no key): the page (dense) or the absolute slot
     // (sparse). The lookup for tile t + 1 is issued while tile t is computed, keeping its latency
     // off the critical path.
@@ -166,13 +187,27 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         return p.block_table[req * p.bt_stride_b + token / p.page_size];
       }
     };
-    auto load_kv_tile = [&](int tile, int source, int buf) {
+    auto row_address = [&](int tile, int source) -> const CacheElement* {
       const int offset = kSparse ? source % p.page_size : (tile * kTileTokens + copy_row) % p.page_size;
       const int block = kSparse ? source / p.page_size : source;
-      const Element* src = source < 0 ? kv : kv + int64_t(block) * p.kv_stride_block +
-                           int64_t(offset) * p.kv_stride_page + int64_t(kvh) * p.kv_stride_h;
-      load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, source >= 0, src);
+      return source < 0 ? kv : kv + int64_t(block) * p.kv_stride_block + int64_t(offset) * p.kv_stride_page +
+                                   int64_t(kvh) * p.kv_stride_h;
+    };
+    // The asynchronous part of a tile's gather: the whole row, or (fp8) its RoPE part.
+    auto load_kv_tile = [&](int tile, int source, int buf) {
+      if constexpr (kFp8) {
+        load_rope_async(ss.k[buf], copy_row, copy_chunk0, row_address(tile, source), source >= 0);
+      } else {
+        load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, source >= 0, row_address(tile, source));
+      }
       if (kSparse && copy_chunk0 == 0) ss.key_valid[buf][copy_row] = source >= 0;
+    };
+    Fp8HalfRow fp8_half;  // kFp8: half a row of a coming tile, between its load and its dequantizing store
+    auto fp8_load = [&](int tile, int source, int half) {
+      if constexpr (kFp8) fp8_half.load(row_address(tile, source), source >= 0, copy_chunk0, half);
+    };
+    auto fp8_store = [&](int buf, int half) {
+      if constexpr (kFp8) fp8_half.store(ss.k[buf], copy_row, copy_chunk0, half);
     };
 
     {  // Q tile: rows past the problem's rows are zero
@@ -185,9 +220,19 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       }
       load_tile_row<kChunks>(ss.q, copy_row, copy_chunk0, valid, src);
     }
-    if (tile_lo < tile_hi) load_kv_tile(tile_lo, row_source(tile_lo), 0);
+    if (tile_lo < tile_hi) {
+      const int source = row_source(tile_lo);
+      load_kv_tile(tile_lo, source, 0);
+      if constexpr (kFp8) {  // the first tile is dequantized up front; half A of the second is loaded
+        fp8_load(tile_lo, source, 0);
+        fp8_store(0, 0);
+        fp8_load(tile_lo, source, 1);
+        fp8_store(0, 1);
+      }
+    }
     cp_async_commit();
     int next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1) : -1;
+    if (kFp8 && tile_lo + 1 < tile_hi) fp8_load(tile_lo + 1, next_source, 0);
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
@@ -207,8 +252,9 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       // One barrier per tile: every thread's rows are visible, and every warp has finished the
       // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
       __syncthreads();
+      const int source1 = next_source;  // of tile + 1
       if (tile + 1 < tile_hi) {
-        load_kv_tile(tile + 1, next_source, buf ^ 1);
+        load_kv_tile(tile + 1, source1, buf ^ 1);
         cp_async_commit();
         next_source = tile + 2 < tile_hi ? row_source(tile + 2) : -1;
       }
@@ -225,6 +271,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         mma_s.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
+      if (kFp8 && tile + 1 < tile_hi) {  // under QK: half A of tile + 1 into the free buffer, load half B
+        fp8_store(buf ^ 1, 0);
+        fp8_load(tile + 1, source1, 1);
+      }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
 
@@ -280,6 +330,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       CUTE_UNROLL
       for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
       warpgroup_commit_batch();
+      if (kFp8 && tile + 1 < tile_hi) {  // under PV: half B of tile + 1, then load half A of tile + 2
+        fp8_store(buf ^ 1, 1);
+        if (tile + 2 < tile_hi) fp8_load(tile + 2, next_source, 0);
+      }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
     }
@@ -356,10 +410,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 #endif
 }
 
-template <typename Element, int kD, bool kSparse>
+template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   using Cfg = AttentionConfig<Element, kD>;
-  auto kernel = mla_attention_kernel<Element, kD, kSparse>;
+  auto kernel = mla_attention_kernel<Element, kD, kSource>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;

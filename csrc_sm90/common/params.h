@@ -16,6 +16,10 @@ struct SchedulePart {
 };
 static_assert(sizeof(SchedulePart) == 32, "the plan buffer is int32 [num_parts, 8]");
 
+// Where a KV tile's rows come from: a block table (dense decode) or index lists (sparse), the latter
+// over a cache of d_qk 16-bit values or of fp8_v32 rows (656 bytes: e4m3 latent, scales, bf16 RoPE).
+enum class KeySource { kPaged, kIndexed, kIndexedFp8 };
+
 constexpr int kTileTokens = 64;       // tokens per KV tile (the scheduling unit), independent of page size
 constexpr int kTileRows = 64;         // query rows per CTA (s_q * h_q / h_kv rows of one KV head)
 constexpr int kHeadDimV = 512;
@@ -43,7 +47,7 @@ struct AttentionParams {
   float* o_accum;             // [slots, h_kv, rows, 512] fp32, normalized partial outputs
   float* lse_accum;           // [slots, h_kv, rows], log2 domain, -inf when empty
   int64_t q_stride_b, q_stride_s, q_stride_h;
-  int64_t kv_stride_block, kv_stride_page, kv_stride_h;
+  int64_t kv_stride_block, kv_stride_page, kv_stride_h;  // in cache elements (bytes for fp8_v32)
   int64_t bt_stride_b;
   int64_t out_stride_b, out_stride_s, out_stride_h;
   int batch, s_q, h_q, h_kv, page_size;

@@ -2,5 +2,6 @@
 #include "../attention/kernel.cuh"
 
 namespace flashmla_sm90 {
-template cudaError_t launch_attention<cutlass::half_t, 576, false>(const AttentionParams&, int, cudaStream_t);
+template cudaError_t launch_attention<cutlass::half_t, 576, KeySource::kPaged>(const AttentionParams&, int,
+                                                                         cudaStream_t);
 }  // namespace flashmla_sm90

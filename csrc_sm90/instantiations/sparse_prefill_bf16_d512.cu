@@ -2,5 +2,6 @@
 #include "../attention/kernel.cuh"
 
 namespace flashmla_sm90 {
-template cudaError_t launch_attention<cutlass::bfloat16_t, 512, true>(const AttentionParams&, int, cudaStream_t);
+template cudaError_t launch_attention<cutlass::bfloat16_t, 512, KeySource::kIndexed>(const AttentionParams&, int,
+                                                                         cudaStream_t);
 }  // namespace flashmla_sm90

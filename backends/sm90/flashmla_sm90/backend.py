@@ -30,14 +30,19 @@ class SM90Backend(Backend):
         variants = _compiled_variants()
         dense = [(v[1], int(v[2])) for v in variants if v[0] == "dense_decode"]
         sparse_prefill = [(v[1], int(v[2])) for v in variants if v[0] == "sparse_prefill"]
+        fp8_decode = [(v[1], int(v[2])) for v in variants if v[0] == "sparse_decode_fp8_v32"]
         caps = {}
-        if sparse_prefill:  # the same instantiations serve sparse decode on a bf16 cache
+        # sparse decode: the sparse prefill instantiations serve a bf16 cache, the fp8 ones fp8_v32
+        sparse_decode = sparse_prefill + fp8_decode
+        if sparse_decode:
             caps["sparse_decode"] = OpCapability(
-                "sparse_decode", archs=("sm_90",), dtypes=frozenset(_DTYPES[d] for d, _ in sparse_prefill),
-                head_dims=frozenset((d, 512) for _, d in sparse_prefill), h_q=IntRange(1, 128),
-                h_kv=IntRange(1, 1), s_q=IntRange(1, None), page_sizes=None, kv_formats=frozenset({"bf16"}),
+                "sparse_decode", archs=("sm_90",), dtypes=frozenset(_DTYPES[d] for d, _ in sparse_decode),
+                head_dims=frozenset((d, 512) for _, d in sparse_decode), h_q=IntRange(1, 128),
+                h_kv=IntRange(1, 1), s_q=IntRange(1, None), page_sizes=None,
+                kv_formats=frozenset(({"bf16"} if sparse_prefill else set()) | ({"fp8_v32"} if fp8_decode else set())),
                 topk=IntRange(1, None), features=frozenset({"attn_sink", "topk_length", "deterministic"}),
-                notes="bf16 cache only (fp8_v32 needs the dequantizing producer); no split-KV yet")
+                notes="fp8_v32 dequantized in shared memory under the wgmmas; split-KV per query token")
+        if sparse_prefill:
             caps["sparse_prefill"] = OpCapability(
                 "sparse_prefill", archs=("sm_90",), dtypes=frozenset(_DTYPES[d] for d, _ in sparse_prefill),
                 head_dims=frozenset((d, 512) for _, d in sparse_prefill), h_q=IntRange(1, 128),
@@ -81,9 +86,20 @@ class SM90Backend(Backend):
         return {"compiled": ", ".join(" ".join(v) for v in _compiled_variants()) or "nothing"}
 
     def plan_decode(self, key, cache_seqlens, topk_length):
+        if key.topk is not None:
+            return self._plan_sparse(cache_seqlens, key.batch_size * key.q_len, key.topk,
+                                     key.rows_per_kv_head // key.q_len, key.deterministic)
         num_parts = self.ext.default_num_parts(cache_seqlens, key.num_kv_heads, key.rows_per_kv_head)
         schedule, num_splits = self.ext.plan(cache_seqlens, num_parts, key.deterministic)
         return schedule, num_splits
+
+    def _plan_sparse(self, like, tokens, topk, h_q, deterministic):
+        """Each query token is a run of topk keys (topk_length only shortens runs inside their parts,
+        so the plan is right for any topk_length): splits count per token, num_splits [tokens + 1]."""
+        work = torch.full((tokens,), topk, dtype=torch.int32, device=like.device)
+        if deterministic:
+            return self.ext.plan(work, 1, True)
+        return self.ext.plan(work, self.ext.default_num_parts(like, 1, h_q), False)
 
     def dense_decode(self, q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim_v, softmax_scale,
                      causal, attn_sink, plan):
@@ -99,16 +115,19 @@ class SM90Backend(Backend):
 
     def sparse_prefill(self, q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
         return tuple(self.ext.sparse_attention(q, kv.unsqueeze(1), indices, topk_length, softmax_scale, attn_sink,
-                                               True))
+                                               True, None, None))
 
     def sparse_decode(self, q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length,
                       attn_sink, plan):
         # Query tokens are independent runs over their own index lists: (b, s_q) -> b * s_q tokens
-        # (views where the strides allow, small copies otherwise). No split-KV yet, so the plan made
-        # by plan_decode (the base one: one split per request) is not needed here.
+        # (views where the strides allow, small copies otherwise), split across CTAs by the plan.
         b, s_q, h_q, d = q.shape
-        lengths = topk_length.repeat_interleave(s_q) if topk_length is not None else None
-        out, _, lse = self.ext.sparse_attention(q.reshape(b * s_q, h_q, d), kv_cache,
-                                                indices.reshape(b * s_q, 1, indices.shape[-1]), lengths,
-                                                softmax_scale, attn_sink, False)
+        tokens = b * s_q
+        schedule, num_splits = plan if plan else self._plan_sparse(q, tokens, indices.shape[-1], h_q, False)
+        if schedule.shape[0] == tokens:  # one part per token (deterministic): no split, no workspace
+            schedule = num_splits = None
+        lengths = topk_length[:, None].expand(b, s_q).reshape(tokens) if topk_length is not None else None
+        out, _, lse = self.ext.sparse_attention(q.reshape(tokens, h_q, d), kv_cache,
+                                                indices.reshape(tokens, 1, indices.shape[-1]), lengths,
+                                                softmax_scale, attn_sink, False, schedule, num_splits)
         return out.view(b, s_q, h_q, -1), lse.view(b, s_q, h_q).transpose(1, 2).contiguous()

@@ -35,5 +35,15 @@ if __name__ == "__main__":
     attention.sparse_decode(torch.randn(2, 2, 16, 576, device="cuda", generator=g).bfloat16(), cache,
                             torch.randint(-3, 145, (2, 2, 70), device="cuda", generator=g).int(), kv_format="bf16",
                             topk_length=torch.tensor([70, 3], dtype=torch.int32, device="cuda"))
+    # sparse decode on fp8_v32 (page 7, s_q 2): the token-split plan with combine, and unsplit
+    from flashmla import kvcache
+    packed = kvcache.quantize(torch.randn(40, 7, 1, 576, device="cuda", generator=g).bfloat16(), format="fp8_v32")
+    q = torch.randn(3, 2, 16, 576, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-3, 290, (3, 2, 300), device="cuda", generator=g).int()
+    lengths = torch.tensor([300, 0, 130], dtype=torch.int32, device="cuda")
+    for deterministic in (False, True):
+        plan = attention.plan_decode(lengths, num_q_heads=16, q_len=2, topk=300, deterministic=deterministic,
+                                     kv_format="fp8_v32")
+        attention.sparse_decode(q, packed, idx, topk_length=lengths, plan=plan, attn_sink=torch.randn(16, device="cuda"))
     torch.cuda.synchronize()
     print("sanitize cases ran")

@@ -114,15 +114,65 @@ def test_sparse_prefill_against_reference(s_q, h_q, h_kv, s_kv, topk):
     torch.testing.assert_close(lse[rows], ref[2], atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("b,s_q,h_q,page,topk", [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100), (64, 1, 64, 64, 2048)])
-def test_sparse_decode_bf16_against_reference(b, s_q, h_q, page, topk):
-    g = torch.Generator(device="cuda").manual_seed(1)
+def _sparse_decode_inputs(b, s_q, h_q, page, topk, kv_format, seed=1):
+    """A paged cache (page blocks strided by one extra slot), non-contiguous q, indices with invalid
+    entries (negative, past the capacity), random topk_length."""
+    from flashmla import kvcache
+    g = torch.Generator(device="cuda").manual_seed(seed)
     blocks = 8192 // page + 1
-    cache = torch.randn(blocks, page, 1, 576, device="cuda", generator=g).bfloat16()
-    q = torch.randn(b, h_q, s_q, 576, device="cuda", generator=g).bfloat16().transpose(1, 2)  # non-contiguous
+    values = torch.randn(blocks, page + 1, 1, 576, device="cuda", generator=g).bfloat16()
+    cache = (kvcache.quantize(values, format="fp8_v32") if kv_format == "fp8_v32" else values)[:, :page]
+    q = torch.randn(b, h_q, s_q, 576, device="cuda", generator=g).bfloat16().transpose(1, 2)
     idx = torch.randint(-4, blocks * page + 4, (b, s_q, topk), device="cuda", generator=g).int()
     lengths = torch.randint(0, topk + 1, (b,), device="cuda", generator=g).int()
-    out, lse = attention.sparse_decode(q, cache, idx, kv_format="bf16", topk_length=lengths)
-    ref, ref_lse = attention.sparse_decode(q, cache, idx, kv_format="bf16", topk_length=lengths, backend="reference")
+    return q, cache, idx, lengths
+
+
+SPARSE_DECODE_SHAPES = [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100), (64, 1, 64, 64, 2048), (2, 3, 8, 64, 64)]
+
+
+@pytest.mark.parametrize("kv_format", ["bf16", "fp8_v32"])
+@pytest.mark.parametrize("planned", ["none", "split", "deterministic"])
+@pytest.mark.parametrize("b,s_q,h_q,page,topk", SPARSE_DECODE_SHAPES)
+def test_sparse_decode_against_reference(b, s_q, h_q, page, topk, kv_format, planned):
+    q, cache, idx, lengths = _sparse_decode_inputs(b, s_q, h_q, page, topk, kv_format)
+    plan = None if planned == "none" else attention.plan_decode(
+        lengths, num_q_heads=h_q, q_len=s_q, topk=topk, deterministic=planned == "deterministic",
+        kv_format=kv_format)
+    out, lse = attention.sparse_decode(q, cache, idx, kv_format=kv_format, topk_length=lengths, plan=plan)
+    ref, ref_lse = attention.sparse_decode(q, cache, idx, kv_format=kv_format, topk_length=lengths,
+                                           backend="reference")
     torch.testing.assert_close(out.float(), ref.float(), atol=6e-3, rtol=2e-2)
     torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b,s_q,h_q,page,topk", SPARSE_DECODE_SHAPES)
+def test_sparse_decode_fp8_equals_bf16_on_the_dequantized_cache(b, s_q, h_q, page, topk):
+    # the dequantizing producer must make exactly the bf16 tile the contract defines: same bits out
+    from flashmla import kvcache
+    q, cache, idx, lengths = _sparse_decode_inputs(b, s_q, h_q, page, topk, "fp8_v32")
+    out, lse = attention.sparse_decode(q, cache, idx, kv_format="fp8_v32", topk_length=lengths)
+    bf16_cache = kvcache.dequantize(cache.contiguous(), format="fp8_v32")
+    out_bf16, lse_bf16 = attention.sparse_decode(q, bf16_cache, idx, kv_format="bf16", topk_length=lengths)
+    assert torch.equal(out, out_bf16) and torch.equal(lse, lse_bf16)
+
+
+def test_sparse_decode_split_plan_in_a_cuda_graph():
+    q, cache, idx, lengths = _sparse_decode_inputs(64, 1, 64, 64, 2048, "fp8_v32")
+    make = lambda: attention.plan_decode(lengths, num_q_heads=64, topk=2048, kv_format="fp8_v32")  # noqa: E731
+    eager, eager_lse = attention.sparse_decode(q, cache, idx, topk_length=lengths, plan=make())
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        attention.sparse_decode(q, cache, idx, topk_length=lengths, plan=make())
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = attention.sparse_decode(q, cache, idx, topk_length=lengths, plan=make())
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager) and torch.equal(lse, eager_lse)
+    lengths.copy_(torch.randint(0, 2049, (64,), device="cuda").int())  # any topk_length, same plan
+    graph.replay()
+    ref, _ = attention.sparse_decode(q, cache, idx, topk_length=lengths, backend="reference")
+    torch.testing.assert_close(out.float(), ref.float(), atol=6e-3, rtol=2e-2)

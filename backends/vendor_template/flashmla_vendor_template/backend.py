@@ -92,7 +92,7 @@ class VendorTemplateBackend(Backend):
     def plan_decode(self, key: PlanKey, cache_seqlens: torch.Tensor, topk_length):
         """-> (schedule int32 [num_parts, 8], num_splits int32 [b + 1]), without a host sync.
 
-        `key` (PlanKey) holds what the schedule may depend on: device, batch_size, rows_per_kv_head
+        `key` (PlanKey) holds what the schedule may depend on: device, batch_size, q_len, rows_per_kv_head
         (s_q * h_q / h_kv), num_kv_heads, topk (None for dense decode) and deterministic.
         flashmla wraps the result in a DecodePlan bound to this backend; the op methods then get
         the same two tensors back as `plan=[schedule, num_splits]` (or `plan=[]` when the caller
