@@ -159,6 +159,8 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   const int64_t capacity = kv.size(0) * kv.size(1);
   TORCH_CHECK(capacity <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: the cache holds more than 2^31 slots");
   TORCH_CHECK(!with_max_logits || !schedule.has_value(), "flashmla_sm90: max_logits needs unsplit runs");
+  TORCH_CHECK(!lengths.has_value() || (lengths->numel() == n && lengths->stride(0) == 1),
+              "flashmla_sm90: topk lengths must be a contiguous [N] tensor");
   const int64_t rows = h_q / h_kv;
   std::vector<torch::Tensor> own_plan;
   if (!schedule.has_value()) {  // one part per query token, each whole: the deterministic plan (reads no lengths)
@@ -169,9 +171,10 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   TORCH_CHECK(num_splits.has_value() && num_splits->numel() == n + 1,
               "flashmla_sm90: a sparse plan counts splits per query token (num_splits [N + 1])");
   const int64_t num_parts = schedule->size(0);
-  TORCH_CHECK(num_parts + 1 <= 1024, "flashmla_sm90: the combine kernel merges at most 1024 splits per token");
   // split-KV workspace (as in dense_decode); none is touched by a deterministic plan
   const bool may_split = own_plan.empty();
+  TORCH_CHECK(!may_split || num_parts + 1 <= 1024,
+              "flashmla_sm90: the combine kernel merges at most 1024 splits per token");
   const int64_t slots = may_split ? n + num_parts : 0;
   auto o_accum = torch::empty({slots, h_kv, rows, fm::kHeadDimV}, f32);
   auto lse_accum = torch::empty({slots, h_kv, rows}, f32);

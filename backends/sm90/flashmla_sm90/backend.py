@@ -114,7 +114,8 @@ class SM90Backend(Backend):
         return out, lse
 
     def sparse_prefill(self, q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
-        return tuple(self.ext.sparse_attention(q, kv.unsqueeze(1), indices, topk_length, softmax_scale, attn_sink,
+        lengths = topk_length.contiguous() if topk_length is not None else None
+        return tuple(self.ext.sparse_attention(q, kv.unsqueeze(1), indices, lengths, softmax_scale, attn_sink,
                                                True, None, None))
 
     def sparse_decode(self, q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length,
@@ -126,7 +127,7 @@ class SM90Backend(Backend):
         schedule, num_splits = plan if plan else self._plan_sparse(q, tokens, indices.shape[-1], h_q, False)
         if schedule.shape[0] == tokens:  # one part per token (deterministic): no split, no workspace
             schedule = num_splits = None
-        lengths = topk_length[:, None].expand(b, s_q).reshape(tokens) if topk_length is not None else None
+        lengths = topk_length[:, None].expand(b, s_q).contiguous().view(tokens) if topk_length is not None else None
         out, _, lse = self.ext.sparse_attention(q.reshape(tokens, h_q, d), kv_cache,
                                                 indices.reshape(tokens, 1, indices.shape[-1]), lengths,
                                                 softmax_scale, attn_sink, False, schedule, num_splits)
