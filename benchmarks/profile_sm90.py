@@ -1,4 +1,4 @@
-"""Where sm90 dense-decode time goes (run on the GPU machine):
+"""Where sm90 decode time goes (run on the GPU machine):
 
     python benchmarks/profile_sm90.py overhead       # Python/launch overhead vs GPU time, small batch
     python benchmarks/profile_sm90.py once ROW_ID    # one call of a bench workload (for ncu -k ... -c 1)
@@ -13,12 +13,11 @@ from flashmla_core.bench import workloads
 
 
 def once(row_id):
+    from flashmla_core.bench.runner import _call
     w = workloads.select([row_id])[0]
-    inp = workloads.make_inputs(w, "cuda")
-    plan = attention.plan_decode(inp["cache_seqlens"], num_q_heads=w.h_q, num_kv_heads=w.h_kv, q_len=w.s_q)
+    fn, _ = _call(w, workloads.make_inputs(w, "cuda"), "sm90")
     for _ in range(3):
-        attention.dense_decode(inp["q"], inp["kv_cache"], inp["block_table"], inp["cache_seqlens"], causal=w.causal,
-                               plan=plan)
+        fn()
     torch.cuda.synchronize()
 
 

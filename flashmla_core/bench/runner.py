@@ -145,8 +145,10 @@ def run_row(w: Workload, backend: Optional[str], device: torch.device, ceiling) 
 
 # ---- environment ----
 def _git_commit() -> tuple:
-    """(commit, dirty) of the checkout flashmla_core runs from; FLASHMLA_COMMIT names it where the
-    tree was copied without .git (the lent GPU machine)."""
+    """(commit, dirty) of the checkout flashmla_core runs from. FLASHMLA_COMMIT names it where the
+    tree was copied (the lent GPU machine: no .git, or a stale one) and wins when set."""
+    if os.environ.get("FLASHMLA_COMMIT"):
+        return os.environ["FLASHMLA_COMMIT"], None
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
