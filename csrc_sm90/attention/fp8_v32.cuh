@@ -5,8 +5,8 @@
 //   bytes 512..527  4 x float32 scales
 //   bytes 528..655  64 x bf16 (RoPE), copied as is
 //
-// x[d] = bf16(float(e4m3[d]) * scale[d / 128]): e4m3 -> f16 is exact (hardware cvt), f16 -> f32
-// exact, one float32 multiply, one round to bf16 — bit for bit what the contract specifies.
+// x[d] = bf16(float(e4m3[d]) * scale[d / 128]): one float32 rounding of the exact product, one
+// round to bf16 — bit for bit what the contract specifies (dequant_fp8x4).
 //
 // Staging: rows are copied verbatim by cp.async (no registers held while in flight) into slots of
 // 32 rows (half a KV tile), row stride 704 bytes: 704 = 64 mod 128, so the two rows a quarter-warp
@@ -14,8 +14,6 @@
 #pragma once
 
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -51,11 +49,40 @@ __device__ __forceinline__ void stage_fp8_row_async(uint8_t* staged_row, int par
   }
 }
 
-__device__ __forceinline__ uint32_t dequant_fp8x2(uint32_t two_e4m3, float scale) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two_e4m3), __NV_E4M3);
-  const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
-  const __nv_bfloat162 b = __floats2bfloat162_rn(f.x * scale, f.y * scale);
-  return *reinterpret_cast<const uint32_t*>(&b);
+// float32 multiply that keeps subnormal inputs (the build may flush them: --use_fast_math)
+__device__ __forceinline__ float mul_keep_subnormals(float a, float b) {
+  float r;
+  asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  uint32_t r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// Four e4m3 (the bytes of w) times `scale` -> four bf16, on the integer and FMA pipes (the hardware
+// e4m3 and f16 -> f32 conversions run at a quarter of that rate and bounded the first version).
+// |e| placed in a float32 as (bits & 0x7f) << 20 is exactly |e| * 2^-120, subnormals included, so
+// one multiply by scale * 2^120 (exact: a power of two) rounds |e| * scale once, as the contract
+// does; scales >= 2^8 would overflow that factor and take two multiplies. The sign goes in after
+// the round (scale > 0). NaN encodings (0x7f/0xff, which no quantizer writes) come out as +-480.
+__device__ __forceinline__ uint2 dequant_fp8x4(uint32_t w, float scale) {
+  const uint32_t m = w & 0x7f7f7f7fu;
+  float f[4] = {__uint_as_float((m << 20) & 0x07f00000u), __uint_as_float((m << 12) & 0x07f00000u),
+                __uint_as_float((m << 4) & 0x07f00000u), __uint_as_float((m >> 4) & 0x07f00000u)};
+  if (scale < 256.f) {
+    const float s = scale * 0x1p120f;
+    CUTE_UNROLL
+    for (int i = 0; i < 4; ++i) f[i] = mul_keep_subnormals(f[i], s);
+  } else {
+    CUTE_UNROLL
+    for (int i = 0; i < 4; ++i) f[i] = mul_keep_subnormals(f[i], 0x1p120f) * scale;
+  }
+  const uint32_t sign = w & 0x80808080u;  // byte k's sign bit -> bit 15 or 31 of its bf16 pair
+  return make_uint2(pack_bf16x2(f[0], f[1]) | __byte_perm(sign, 0, 0x1404),
+                    pack_bf16x2(f[2], f[3]) | __byte_perm(sign, 0, 0x3424));
 }
 
 // Dequantizes this thread's quarter of a staged row into row `row` of the bf16 tile (swizzle-128B,
@@ -72,17 +99,10 @@ __device__ __forceinline__ void dequant_fp8_row(const uint8_t* staged_row, void*
   for (int j = 0; j < 8; ++j) {
     const float s = j < 2 ? scales.x : j < 4 ? scales.y : j < 6 ? scales.z : scales.w;  // dims 64j / 128
     const uint4 w = *reinterpret_cast<const uint4*>(staged_row + 16 * (chunk0 + 4 * j));
-    uint4 lo, hi;
-    lo.x = dequant_fp8x2(w.x & 0xffff, s);
-    lo.y = dequant_fp8x2(w.x >> 16, s);
-    lo.z = dequant_fp8x2(w.y & 0xffff, s);
-    lo.w = dequant_fp8x2(w.y >> 16, s);
-    hi.x = dequant_fp8x2(w.z & 0xffff, s);
-    hi.y = dequant_fp8x2(w.z >> 16, s);
-    hi.z = dequant_fp8x2(w.w & 0xffff, s);
-    hi.w = dequant_fp8x2(w.w >> 16, s);
-    *reinterpret_cast<uint4*>(even + j * (64 * 128)) = lo;
-    *reinterpret_cast<uint4*>(odd + j * (64 * 128)) = hi;
+    const uint2 d0 = dequant_fp8x4(w.x, s), d1 = dequant_fp8x4(w.y, s);
+    const uint2 d2 = dequant_fp8x4(w.z, s), d3 = dequant_fp8x4(w.w, s);
+    *reinterpret_cast<uint4*>(even + j * (64 * 128)) = make_uint4(d0.x, d0.y, d1.x, d1.y);
+    *reinterpret_cast<uint4*>(odd + j * (64 * 128)) = make_uint4(d2.x, d2.y, d3.x, d3.y);
   }
   CUTE_UNROLL
   for (int i = 0; i < 2; ++i) {
