@@ -24,19 +24,21 @@
 // never read (NaN or garbage in unused slots cannot reach P * V, and block-table entries past the
 // last used block are never dereferenced).
 //
-// fp8_v32 (kIndexedFp8): the cache rows (656 bytes) travel by cp.async into a ring of three
-// half-tile staging slots (32 rows each), so they are requested more than a tile ahead without
-// holding registers; one bf16 KV tile is made from them by all threads at the top of each iteration
-// (dequantization needs the smem of the second KV buffer, so there is one):
-//   (A) staged halves of tile t landed, PV(t - 1) done everywhere -> dequantize into the KV tile
-//   (B) tile visible -> cp.async halves of tiles t + 1 / t + 2 into the two freed slots; QK, PV
-// Cycle budget per 64-token tile and SM: dequant 64 x 512 values = 16384 cvt pairs at ~6
-// instructions (e4m3x2 -> f16x2, 2 x f16 -> f32, 2 FMUL, pack to bf16x2) = ~3100 warp instructions,
-// ~800 issue cycles of the 4 schedulers, vs ~2200 cycles of tensor work for 64 query rows (QK + PV,
-// 64 x 64 x 1088 x 2 FLOP at ~4096 FLOP/cycle/SM). It runs between the GEMMs, not under them; the
-// first version issued it between the wgmma issues and waits with rows held in registers, and the
-// loads' latency (not the dequantization) then dominated (ncu: 38% of stalls long-scoreboard).
-// A CTA of 64 rows dequantizes each tile once; h_q = 128 runs two CTAs that each do.
+// fp8_v32 (kIndexedFp8): the tile is the same bf16 tile, made by the consumers themselves between
+// their wgmma issues and waits (the tensor cores run the GEMMs meanwhile). Iteration t, while
+// buffer t % 2 is computed and buffer (t + 1) % 2 is free:
+//   top     cp.async the RoPE part of tile t + 1; the barrier publishes tile t
+//   QK(t) in flight:  dequantize half A of tile t + 1 (loaded into registers during PV(t - 1)) into
+//                     the free buffer; load half B of tile t + 1
+//   PV(t) in flight:  dequantize half B; load half A of tile t + 2
+// Registers carry half a row's payload per thread (18), so the load latency is covered by a softmax
+// or a GEMM. Cycle budget per 64-token tile and SM: dequant 64 x 512 values = 16384 cvt pairs, about
+// 6 instructions each (e4m3x2 -> f16x2, 2 x f16 -> f32, 2 FMUL, pack to bf16x2) = ~3100 warp
+// instructions (~800 issue cycles of the 4 schedulers, ~2000 if the conversions run at quarter rate),
+// vs ~1200 cycles of tensor work per 64 query rows (64 x 64 x 1088 x 2 FLOP at ~1000 FLOP/cycle/SM):
+// dequantization dominates unless it hides under the GEMMs and the softmax, which is why it sits
+// between the wgmma issues and waits. A CTA of 64 rows dequantizes each tile once; h_q = 128 runs two
+// CTAs that each dequantize it (a cluster sharing the tile is the next step).
 //
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2
 // partial lse per split; the combine kernel merges them and applies attn_sink. A request with one
@@ -56,7 +58,7 @@ namespace flashmla_sm90 {
 
 using namespace cute;
 
-template <typename Element, int kD, bool kFp8 = false>
+template <typename Element, int kD>
 struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) forms
   using SmemLayoutQ =
       decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kD>>{}));
@@ -72,16 +74,13 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
   using TiledMmaO = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
       Element, Element, float, Shape<_64, _256, _64>, GMMA::Major::K, GMMA::Major::MN>()));
 
-  static constexpr int kKBuffers = kFp8 ? 1 : 2;  // fp8: the second buffer's room holds the staging ring
-  struct Empty {};
   struct SharedStorage {
     alignas(1024) Element q[cosize_v<SmemLayoutQ>];
-    alignas(1024) Element k[kKBuffers][cosize_v<SmemLayoutK>];
+    alignas(1024) Element k[2][cosize_v<SmemLayoutK>];
     alignas(1024) Element p[cosize_v<SmemLayoutP>];
     float row_max[2][kTileRows];
     float row_sum[2][kTileRows];
-    uint8_t key_valid[kKBuffers][kTileTokens];  // sparse: which keys of each KV buffer are real
-    std::conditional_t<kFp8, Fp8Staging, Empty> fp8;
+    uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
@@ -122,7 +121,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
   static_assert(!kFp8 || (kD == 576 && sizeof(Element) == 2), "fp8_v32 rows hold 512 e4m3 + 64 bf16 dims");
   using CacheElement = std::conditional_t<kFp8, uint8_t, Element>;
-  using Cfg = AttentionConfig<Element, kD, kFp8>;
+  using Cfg = AttentionConfig<Element, kD>;
   using SmemLayoutK = typename Cfg::SmemLayoutK;
   constexpr float kNegInf = -INFINITY;
   constexpr int kChunks = kD * int(sizeof(Element)) / 16;
@@ -179,7 +178,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     // Where this thread's row of a tile lives (-1: no key): the page (dense) or the absolute slot
     // (sparse). The lookup for tile t + 1 is issued while tile t is computed, keeping its latency
     // off the critical path.
-    auto source_of = [&](int token) -> int {
+    auto row_source = [&](int tile) -> int {
+      const int token = tile * kTileTokens + copy_row;
       if (token >= seqlen) return -1;
       if constexpr (kSparse) {
         const int slot = p.indices[req * p.idx_stride_b + kvh * p.idx_stride_h + token];
@@ -188,33 +188,31 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         return p.block_table[req * p.bt_stride_b + token / p.page_size];
       }
     };
-    auto row_source = [&](int tile) { return source_of(tile * kTileTokens + copy_row); };
     auto row_address = [&](int tile, int source) -> const CacheElement* {
       const int offset = kSparse ? source % p.page_size : (tile * kTileTokens + copy_row) % p.page_size;
       const int block = kSparse ? source / p.page_size : source;
       return source < 0 ? kv : kv + int64_t(block) * p.kv_stride_block + int64_t(offset) * p.kv_stride_page +
                                    int64_t(kvh) * p.kv_stride_h;
     };
+    // The asynchronous part of a tile's gather: the whole row, or (fp8) its RoPE part.
     auto load_kv_tile = [&](int tile, int source, int buf) {
-      load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, source >= 0, row_address(tile, source));
+      if constexpr (kFp8) {
+        load_rope_async(ss.k[buf], copy_row, copy_chunk0, row_address(tile, source), source >= 0);
+      } else {
+        load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, source >= 0, row_address(tile, source));
+      }
       if (kSparse && copy_chunk0 == 0) ss.key_valid[buf][copy_row] = source >= 0;
     };
-    // fp8: half h (32 keys) of the request's run, counted from tile_lo, goes to staging slot h % 3;
-    // thread t copies an eighth of row t / 8. One cp.async group per half (empty past the run), so
-    // "all but the newest group" is always the wait at the top of an iteration.
-    const int stage_row = tid / kStageThreadsPerRow, stage_part = tid % kStageThreadsPerRow;
-    auto half_source = [&](int h) { return source_of(tile_lo * kTileTokens + h * kStageRows + stage_row); };
-    auto stage_half = [&](int h, int source) {
-      if constexpr (kFp8) {
-        if (tile_lo * 2 + h < tile_hi * 2) {
-          stage_fp8_row_async(ss.fp8.rows[h % kStageSlots][stage_row], stage_part,
-                              reinterpret_cast<const uint8_t*>(row_address(0, source)), source >= 0);
-          if (stage_part == 0) ss.fp8.valid[h % kStageSlots][stage_row] = source >= 0;
-        }
-        cp_async_commit();
-      }
+    Fp8HalfRow fp8_half;  // kFp8: half a row of a coming tile, between its load and its dequantizing store
+    auto fp8_load = [&](int tile, int source, int half) {
+      if constexpr (kFp8) fp8_half.load(row_address(tile, source), source >= 0, copy_chunk0, half);
     };
-    int next_half_source[2];  // fp8: of the next two halves to stage, looked up an iteration ahead
+    auto fp8_store = [&](int buf, int half) {
+      if constexpr (kFp8) fp8_half.store(ss.k[buf], copy_row, copy_chunk0, half);
+    };
+    auto fp8_prefetch = [&](int source) {
+      if constexpr (kFp8) fp8_prefetch_l2(row_address(0, source), copy_chunk0);
+    };
 
     {  // Q tile: rows past the problem's rows are zero
       const int grow = m_tile * kTileRows + copy_row;
@@ -226,16 +224,22 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       }
       load_tile_row<kChunks>(ss.q, copy_row, copy_chunk0, valid, src);
     }
-    int next_source = -1;
-    if constexpr (kFp8) {  // halves 0, 1 (with Q) and 2 in flight; 3 and 4 looked up
-      for (int h = 0; h < 3; ++h) stage_half(h, half_source(h));
-      next_half_source[0] = half_source(3);
-      next_half_source[1] = half_source(4);
-    } else {
-      if (tile_lo < tile_hi) load_kv_tile(tile_lo, row_source(tile_lo), 0);
-      cp_async_commit();
-      next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1) : -1;
+    if (tile_lo < tile_hi) {
+      const int source = row_source(tile_lo);
+      load_kv_tile(tile_lo, source, 0);
+      if constexpr (kFp8) {  // the first tile is dequantized up front; half A of the second is loaded
+        fp8_load(tile_lo, source, 0);
+        fp8_store(0, 0);
+        fp8_load(tile_lo, source, 1);
+        fp8_store(0, 1);
+      }
     }
+    cp_async_commit();
+    int next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1) : -1;
+    if (kFp8 && tile_lo + 1 < tile_hi) fp8_load(tile_lo + 1, next_source, 0);
+    // fp8: rows of tile + 3 are prefetched into L2 a whole iteration before their register loads
+    int prefetch_source = -1;
+    if (kFp8 && tile_lo + 2 < tile_hi) fp8_prefetch(row_source(tile_lo + 2));
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
@@ -249,32 +253,19 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     }
 
     for (int tile = tile_lo; tile < tile_hi; ++tile) {
-      const int buf = kFp8 ? 0 : (tile - tile_lo) & 1;
-      if constexpr (kFp8) {
-        const int i = tile - tile_lo;
-        cp_async_wait<1>();  // halves 2i and 2i + 1 (and Q) landed; 2i + 2 may be in flight
-        __syncthreads();     // (A) ... for every thread; every warp is done with the KV tile and P
-        const int half = 2 * i + copy_row / kStageRows, row_in_slot = copy_row % kStageRows;
-        dequant_fp8_row(ss.fp8.rows[half % kStageSlots][row_in_slot], ss.k[0], copy_row, copy_chunk0);
-        if (copy_chunk0 == 0) ss.key_valid[0][copy_row] = ss.fp8.valid[half % kStageSlots][row_in_slot];
-        cutlass::arch::fence_view_async_shared();  // dequantized tile and Q -> wgmma reads
-        __syncthreads();                           // (B) the tile is complete; slots 2i, 2i + 1 are free
-        stage_half(2 * i + 3, next_half_source[0]);
-        stage_half(2 * i + 4, next_half_source[1]);
-        next_half_source[0] = half_source(2 * i + 5);
-        next_half_source[1] = half_source(2 * i + 6);
-      } else {
-        cp_async_wait<0>();                        // this thread's rows of tile (and Q) have landed
-        cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
-        // One barrier per tile: every thread's rows are visible, and every warp has finished the
-        // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
-        __syncthreads();
-        if (tile + 1 < tile_hi) {
-          load_kv_tile(tile + 1, next_source, buf ^ 1);
-          cp_async_commit();
-          next_source = tile + 2 < tile_hi ? row_source(tile + 2) : -1;
-        }
+      const int buf = (tile - tile_lo) & 1;
+      cp_async_wait<0>();                        // this thread's rows of tile (and Q) have landed
+      cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
+      // One barrier per tile: every thread's rows are visible, and every warp has finished the
+      // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
+      __syncthreads();
+      const int source1 = next_source;  // of tile + 1
+      if (tile + 1 < tile_hi) {
+        load_kv_tile(tile + 1, source1, buf ^ 1);
+        cp_async_commit();
+        next_source = tile + 2 < tile_hi ? row_source(tile + 2) : -1;
       }
+      if (kFp8) prefetch_source = tile + 3 < tile_hi ? row_source(tile + 3) : -1;
 
       // S = Q K^T for this warpgroup's 32 tokens
       Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
@@ -288,6 +279,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         mma_s.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
+      if (kFp8 && tile + 1 < tile_hi) {  // under QK: half A of tile + 1 into the free buffer, load half B
+        fp8_store(buf ^ 1, 0);
+        fp8_load(tile + 1, source1, 1);
+      }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
 
@@ -343,6 +338,11 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       CUTE_UNROLL
       for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
       warpgroup_commit_batch();
+      if (kFp8 && tile + 1 < tile_hi) {  // under PV: half B of tile + 1, then load half A of tile + 2
+        fp8_store(buf ^ 1, 1);
+        if (tile + 2 < tile_hi) fp8_load(tile + 2, next_source, 0);
+        if (prefetch_source >= 0) fp8_prefetch(prefetch_source);
+      }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
     }
@@ -421,7 +421,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  using Cfg = AttentionConfig<Element, kD, kSource == KeySource::kIndexedFp8>;
+  using Cfg = AttentionConfig<Element, kD>;
   auto kernel = mla_attention_kernel<Element, kD, kSource>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
