@@ -128,7 +128,8 @@ def _sparse_decode_inputs(b, s_q, h_q, page, topk, kv_format, seed=1):
     return q, cache, idx, lengths
 
 
-SPARSE_DECODE_SHAPES = [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100), (64, 1, 64, 64, 2048), (2, 3, 8, 64, 64)]
+SPARSE_DECODE_SHAPES = [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100), (64, 1, 64, 64, 2048), (2, 3, 8, 64, 64),
+                        (3, 1, 96, 16, 320)]
 
 
 @pytest.mark.parametrize("kv_format", ["bf16", "fp8_v32"])
