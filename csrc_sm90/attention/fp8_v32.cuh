@@ -7,14 +7,11 @@
 // x[d] = bf16(float(e4m3[d]) * scale[d / 128]): e4m3 -> f16 is exact (hardware cvt), f16 -> f32
 // exact, one float32 multiply, one round to bf16 — bit for bit what the contract specifies.
 //
-// Who does what. A KV tile's 64 rows are two row parts of 32; the 8 threads of a part's row
-// (thread t: row t / 8, `part8` = t % 8) own its 16-byte fp8 chunks c = part8 + 8j (j = 0..3, dims
-// 16c..16c+15, scale j), held in registers between their load and their dequantizing store (16
-// registers plus the 4 scales), so the kernel dequantizes a part while a wgmma runs. The RoPE part
-// goes by cp.async with the tile's bf16 gather mapping (4 threads per row, chunks chunk0 and
-// chunk0 + 4). With a 2-CTA cluster (h_q > 64: the two CTAs hold the same keys for different heads)
-// each CTA makes one part and writes it into both CTAs' tiles (distributed shared memory): half
-// the dequantization per CTA.
+// Who does what. The 4 threads of a tile row split it as the bf16 gather does: thread `chunk0`
+// (0..3) owns the 16-byte fp8 chunks c = chunk0 + 4j (j = 0..7; dims 16c..16c+15) and the RoPE
+// chunks chunk0 and chunk0 + 4. The RoPE part goes by cp.async; the fp8 part is loaded into
+// registers half a row at a time (j = 4h..4h+3: 16 registers plus the two scales that half needs)
+// so the kernel can dequantize one half while a wgmma runs and keep only 18 registers in flight.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -36,62 +33,49 @@ __device__ __forceinline__ uint32_t dequant_fp8x2(uint32_t two_e4m3, float scale
   return *reinterpret_cast<const uint32_t*>(&b);
 }
 
-__device__ __forceinline__ void store_shared_v4(uint32_t addr, uint4 v) {
-  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
-}
-__device__ __forceinline__ void store_cluster_v4(uint32_t addr, uint4 v) {
-  asm volatile("st.shared::cluster.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(v.z),
-               "r"(v.w));
-}
-// The address of the same shared-memory location in CTA `rank` of this cluster.
-__device__ __forceinline__ uint32_t peer_shared_address(uint32_t addr, int rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
-  return r;
-}
-
-// One thread's share of a row part, in flight between its global load and its dequantizing store.
-struct Fp8RowPart {
+// Half a row's fp8 payload, in flight between a global load and a dequantizing shared store.
+struct Fp8HalfRow {
   uint4 raw[4];
-  float4 scale;
+  float2 scale;  // scales 2h and 2h + 1
 
-  // !valid: a missing key, loaded as zeros so the tile holds finite values the key mask removes.
-  __device__ __forceinline__ void load(const uint8_t* row, bool valid, int part8) {
+  // Loads half `h` of this thread's chunks of `row` (!valid: a missing key, loaded as zeros so the
+  // tile holds finite values that the key mask then removes).
+  __device__ __forceinline__ void load(const uint8_t* row, bool valid, int chunk0, int h) {
     if (!valid) {
       CUTE_UNROLL
-      for (int j = 0; j < 4; ++j) raw[j] = make_uint4(0, 0, 0, 0);
-      scale = make_float4(0.f, 0.f, 0.f, 0.f);
+      for (int i = 0; i < 4; ++i) raw[i] = make_uint4(0, 0, 0, 0);
+      scale = make_float2(0.f, 0.f);
       return;
     }
     CUTE_UNROLL
-    for (int j = 0; j < 4; ++j) raw[j] = __ldg(reinterpret_cast<const uint4*>(row + 16 * (part8 + 8 * j)));
-    scale = __ldg(reinterpret_cast<const float4*>(row + kFp8ScaleOffset));
+    for (int i = 0; i < 4; ++i) {
+      raw[i] = __ldg(reinterpret_cast<const uint4*>(row + 16 * (chunk0 + 4 * (4 * h + i))));
+    }
+    scale = __ldg(reinterpret_cast<const float2*>(row + kFp8ScaleOffset) + h);
   }
 
-  // Dequantizes into row `row` of the tile at shared address `tile` (swizzle-128B, K-major, slabs of
-  // 64 rows x 128 B) and, when peer_tile != 0, of the peer CTA's tile too. fp8 chunk c becomes bf16
-  // chunks 2c and 2c + 1: slab c / 4, units 2 (c % 4) and 2 (c % 4) + 1, XOR-ed with row % 8.
-  __device__ __forceinline__ void store(uint32_t tile, uint32_t peer_tile, int row, int part8) const {
-    const uint32_t unit_even = ((2 * (part8 & 3)) ^ (row & 7)) << 4, unit_odd = ((2 * (part8 & 3) + 1) ^ (row & 7)) << 4;
+  // Writes the dequantized half into the bf16 tile: fp8 chunk c becomes bf16 chunks 2c and 2c + 1,
+  // i.e. 64-column slab j = 4h + i at units (2 chunk0) ^ (row % 8) and (2 chunk0 + 1) ^ (row % 8).
+  __device__ __forceinline__ void store(void* smem_tile, int row, int chunk0, int h) const {
+    char* tile = static_cast<char*>(smem_tile) + row * 128;
+    char* even = tile + (((2 * chunk0) ^ (row & 7)) << 4);
+    char* odd = tile + (((2 * chunk0 + 1) ^ (row & 7)) << 4);
     CUTE_UNROLL
-    for (int j = 0; j < 4; ++j) {
-      const float s = j == 0 ? scale.x : j == 1 ? scale.y : j == 2 ? scale.z : scale.w;
+    for (int i = 0; i < 4; ++i) {
+      const float s = i < 2 ? scale.x : scale.y;
+      const uint32_t w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
       uint4 lo, hi;
-      lo.x = dequant_fp8x2(raw[j].x & 0xffff, s);
-      lo.y = dequant_fp8x2(raw[j].x >> 16, s);
-      lo.z = dequant_fp8x2(raw[j].y & 0xffff, s);
-      lo.w = dequant_fp8x2(raw[j].y >> 16, s);
-      hi.x = dequant_fp8x2(raw[j].z & 0xffff, s);
-      hi.y = dequant_fp8x2(raw[j].z >> 16, s);
-      hi.z = dequant_fp8x2(raw[j].w & 0xffff, s);
-      hi.w = dequant_fp8x2(raw[j].w >> 16, s);
-      const uint32_t at = ((part8 + 8 * j) >> 2) * (64 * 128) + row * 128;
-      store_shared_v4(tile + at + unit_even, lo);
-      store_shared_v4(tile + at + unit_odd, hi);
-      if (peer_tile != 0) {
-        store_cluster_v4(peer_tile + at + unit_even, lo);
-        store_cluster_v4(peer_tile + at + unit_odd, hi);
-      }
+      lo.x = dequant_fp8x2(w[0] & 0xffff, s);
+      lo.y = dequant_fp8x2(w[0] >> 16, s);
+      lo.z = dequant_fp8x2(w[1] & 0xffff, s);
+      lo.w = dequant_fp8x2(w[1] >> 16, s);
+      hi.x = dequant_fp8x2(w[2] & 0xffff, s);
+      hi.y = dequant_fp8x2(w[2] >> 16, s);
+      hi.z = dequant_fp8x2(w[3] & 0xffff, s);
+      hi.w = dequant_fp8x2(w[3] >> 16, s);
+      const int slab = (4 * h + i) * (64 * 128);
+      *reinterpret_cast<uint4*>(even + slab) = lo;
+      *reinterpret_cast<uint4*>(odd + slab) = hi;
     }
   }
 };

@@ -138,10 +138,6 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
   if (part.end_req < part.begin_req) return;
   const int heads_per_kv = p.h_q / p.h_kv;
-  // fp8 with two m-tiles: the launch made 2-CTA clusters of the two m-tiles (same keys, different
-  // heads); each CTA dequantizes half of every tile for both.
-  const bool crossover = kFp8 && m_tiles == 2;
-  if (crossover) cta_or_cluster_sync(true);  // the peer's shared memory is live before it is written
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Cfg::SmemLayoutQ{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p), typename Cfg::SmemLayoutP{});
@@ -183,7 +179,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     // index as stored (sparse). The lookups for the next tiles are issued while a tile is computed;
     // an index is checked only where it is used (`usable`), since checking it here would make the
     // thread wait for the load at once (ncu: 12% of all stalls on that compare).
-    auto source_of = [&](int token) -> int {
+    auto row_source = [&](int tile) -> int {
+      const int token = tile * kTileTokens + copy_row;
       if (token >= seqlen) return -1;
       if constexpr (kSparse) {
         return p.indices[req * p.idx_stride_b + kvh * p.idx_stride_h + token];
@@ -191,7 +188,6 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         return p.block_table[req * p.bt_stride_b + token / p.page_size];
       }
     };
-    auto row_source = [&](int tile) { return source_of(tile * kTileTokens + copy_row); };
     auto usable = [&](int source) -> int {  // -1: no key to read (sparse: invalid when < 0 or >= capacity)
       return !kSparse || (source >= 0 && source < p.capacity) ? source : -1;
     };
@@ -211,19 +207,13 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       }
       if (kSparse && copy_chunk0 == 0) ss.key_valid[buf][copy_row] = source >= 0;
     };
-    // fp8: row part `part` of a tile (rows 32 part + t / 8), between its load and its dequantizing
-    // store; with a cluster only the part of this CTA's rank, written into both CTAs' tiles.
-    Fp8RowPart fp8_part;
-    auto fp8_source = [&](int tile, int part) { return source_of(tile * kTileTokens + 32 * part + tid / 8); };
-    auto fp8_load = [&](int source) {
+    Fp8HalfRow fp8_half;  // kFp8: half a row of a coming tile, between its load and its dequantizing store
+    auto fp8_load = [&](int tile, int source, int half) {
       source = usable(source);
-      if constexpr (kFp8) fp8_part.load(row_address(0, source), source >= 0, tid % 8);
+      if constexpr (kFp8) fp8_half.load(row_address(tile, source), source >= 0, copy_chunk0, half);
     };
-    auto fp8_store = [&](int buf, int part) {
-      if constexpr (kFp8) {
-        const uint32_t tile = static_cast<uint32_t>(__cvta_generic_to_shared(ss.k[buf]));
-        fp8_part.store(tile, crossover ? peer_shared_address(tile, m_tile ^ 1) : 0u, 32 * part + tid / 8, tid % 8);
-      }
+    auto fp8_store = [&](int buf, int half) {
+      if constexpr (kFp8) fp8_half.store(ss.k[buf], copy_row, copy_chunk0, half);
     };
     auto fp8_prefetch = [&](int source) {
       source = usable(source);
@@ -242,30 +232,22 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       }
       load_tile_row<kChunks>(ss.q, copy_row, copy_chunk0, valid, src);
     }
-    // fp8: the part made first (at QK) is this CTA's rank with a cluster, else part 0 (then part 1 at PV)
-    const int first_part = crossover ? m_tile : 0;
     if (tile_lo < tile_hi) {
-      load_kv_tile(tile_lo, row_source(tile_lo), 0);
-      if constexpr (kFp8) {  // the first tile is dequantized up front
-        for (int part = first_part; part < (crossover ? first_part + 1 : 2); ++part) {
-          fp8_load(fp8_source(tile_lo, part));
-          fp8_store(0, part);
-        }
+      const int source = row_source(tile_lo);
+      load_kv_tile(tile_lo, source, 0);
+      if constexpr (kFp8) {  // the first tile is dequantized up front; half A of the second is loaded
+        fp8_load(tile_lo, source, 0);
+        fp8_store(0, 0);
+        fp8_load(tile_lo, source, 1);
+        fp8_store(0, 1);
       }
     }
     cp_async_commit();
     int next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1) : -1;
-    // fp8: the first part of tile + 1 is in registers; the second part's and tile + 2's sources are
-    // looked up an iteration before their loads; rows of tile + 3 are prefetched into L2 a whole
-    // iteration before their register loads.
-    int second_part_source = -1, fp8_next_first = -1, fp8_next_second = -1, prefetch_source = -1;
-    if constexpr (kFp8) {
-      if (tile_lo + 1 < tile_hi) {
-        fp8_load(fp8_source(tile_lo + 1, first_part));
-        if (!crossover) second_part_source = fp8_source(tile_lo + 1, 1);
-      }
-      if (tile_lo + 2 < tile_hi) fp8_prefetch(row_source(tile_lo + 2));
-    }
+    if (kFp8 && tile_lo + 1 < tile_hi) fp8_load(tile_lo + 1, next_source, 0);
+    // fp8: rows of tile + 3 are prefetched into L2 a whole iteration before their register loads
+    int prefetch_source = -1;
+    if (kFp8 && tile_lo + 2 < tile_hi) fp8_prefetch(row_source(tile_lo + 2));
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
@@ -284,19 +266,14 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
       // One barrier per tile: every thread's rows are visible, and every warp has finished the
       // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
-      // With a cluster the peer's writes into this CTA's tile are part of it.
-      cta_or_cluster_sync(crossover);
+      __syncthreads();
       const int source1 = next_source;  // of tile + 1
       if (tile + 1 < tile_hi) {
         load_kv_tile(tile + 1, source1, buf ^ 1);
         cp_async_commit();
         next_source = tile + 2 < tile_hi ? row_source(tile + 2) : -1;
       }
-      if constexpr (kFp8) {
-        fp8_next_first = tile + 2 < tile_hi ? fp8_source(tile + 2, first_part) : -1;
-        fp8_next_second = !crossover && tile + 2 < tile_hi ? fp8_source(tile + 2, 1) : -1;
-        prefetch_source = tile + 3 < tile_hi ? row_source(tile + 3) : -1;
-      }
+      if (kFp8) prefetch_source = tile + 3 < tile_hi ? row_source(tile + 3) : -1;
 
       // S = Q K^T for this warpgroup's 32 tokens
       Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
@@ -310,9 +287,9 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         mma_s.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
-      if (kFp8 && tile + 1 < tile_hi) {  // under QK: first part of tile + 1 into the free buffer
-        fp8_store(buf ^ 1, first_part);
-        if (!crossover) fp8_load(second_part_source);
+      if (kFp8 && tile + 1 < tile_hi) {  // under QK: half A of tile + 1 into the free buffer, load half B
+        fp8_store(buf ^ 1, 0);
+        fp8_load(tile + 1, source1, 1);
       }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
@@ -369,11 +346,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       CUTE_UNROLL
       for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
       warpgroup_commit_batch();
-      if (kFp8 && tile + 1 < tile_hi) {  // under PV: second part of tile + 1; first part of tile + 2
-        if (!crossover) fp8_store(buf ^ 1, 1);
-        if (tile + 2 < tile_hi) fp8_load(fp8_next_first);
-        second_part_source = fp8_next_second;
-        if (!crossover || copy_row / 32 == m_tile) fp8_prefetch(prefetch_source);
+      if (kFp8 && tile + 1 < tile_hi) {  // under PV: half B of tile + 1, then load half A of tile + 2
+        fp8_store(buf ^ 1, 1);
+        if (tile + 2 < tile_hi) fp8_load(tile + 2, next_source, 0);
+        fp8_prefetch(prefetch_source);
       }
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
@@ -446,7 +422,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         }
       }
     }
-    cta_or_cluster_sync(crossover);  // Q tile, row_sum and (cluster) the peer's KV tiles are reused next
+    __syncthreads();  // Q tile and row_sum are reused by the next request
   }
 #endif
 }
@@ -457,22 +433,10 @@ cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream
   auto kernel = mla_attention_kernel<Element, kD, kSource>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
-  const int64_t ctas = int64_t(m_tiles) * p.h_kv * num_parts;
+  const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;
   if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(unsigned(ctas));
-  config.blockDim = dim3(Cfg::kThreads);
-  config.dynamicSmemBytes = Cfg::kSmemBytes;
-  config.stream = stream;
-  cudaLaunchAttribute cluster;  // fp8 with two m-tiles: their CTAs share the dequantization
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = 2;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = kSource == KeySource::kIndexedFp8 && m_tiles == 2 ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, p);
+  kernel<<<dim3(unsigned(ctas)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
 }
 
 }  // namespace flashmla_sm90

@@ -45,7 +45,7 @@ if __name__ == "__main__":
         plan = attention.plan_decode(lengths, num_q_heads=16, q_len=2, topk=300, deterministic=deterministic,
                                      kv_format="fp8_v32")
         attention.sparse_decode(q, packed, idx, topk_length=lengths, plan=plan, attn_sink=torch.randn(16, device="cuda"))
-    # h_q 96: two m-tiles, the 2-CTA cluster sharing the dequantization (second CTA half empty)
+    # h_q 96: two m-tiles (the second CTA's rows half empty)
     q = torch.randn(3, 2, 96, 576, device="cuda", generator=g).bfloat16()
     attention.sparse_decode(q, packed, idx, topk_length=lengths)
     torch.cuda.synchronize()
