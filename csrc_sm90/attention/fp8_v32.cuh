@@ -5,7 +5,8 @@
 //   bytes 528..655  64 x bf16 (RoPE), copied as is
 //
 // x[d] = bf16(float(e4m3[d]) * scale[d / 128]): e4m3 -> f16 is exact (hardware cvt), f16 -> f32
-// exact, one float32 multiply, one round to bf16 — bit for bit what the contract specifies.
+// exact, one float32 multiply, one round to bf16 — bit for bit what the contract specifies (the
+// build flushes float32 subnormal products to zero: only scales below ~2^-117 could produce one).
 //
 // Who does what. The 4 threads of a tile row split it as the bf16 gather does: thread `chunk0`
 // (0..3) owns the 16-byte fp8 chunks c = chunk0 + 4j (j = 0..7; dims 16c..16c+15) and the RoPE

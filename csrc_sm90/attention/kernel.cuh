@@ -30,15 +30,17 @@
 //   top     cp.async the RoPE part of tile t + 1; the barrier publishes tile t
 //   QK(t) in flight:  dequantize half A of tile t + 1 (loaded into registers during PV(t - 1)) into
 //                     the free buffer; load half B of tile t + 1
-//   PV(t) in flight:  dequantize half B; load half A of tile t + 2
-// Registers carry half a row's payload per thread (18), so the load latency is covered by a softmax
-// or a GEMM. Cycle budget per 64-token tile and SM: dequant 64 x 512 values = 16384 cvt pairs, about
-// 6 instructions each (e4m3x2 -> f16x2, 2 x f16 -> f32, 2 FMUL, pack to bf16x2) = ~3100 warp
-// instructions (~800 issue cycles of the 4 schedulers, ~2000 if the conversions run at quarter rate),
-// vs ~1200 cycles of tensor work per 64 query rows (64 x 64 x 1088 x 2 FLOP at ~1000 FLOP/cycle/SM):
-// dequantization dominates unless it hides under the GEMMs and the softmax, which is why it sits
-// between the wgmma issues and waits. A CTA of 64 rows dequantizes each tile once; h_q = 128 runs two
-// CTAs that each dequantize it (a cluster sharing the tile is the next step).
+//   PV(t) in flight:  dequantize half B; load half A of tile t + 2; prefetch tile t + 3's rows to L2
+// Registers carry half a row's payload per thread (18). Cycle budget per 64-token tile and SM:
+// 64 x 512 values = 16384 pairs at 6 instructions (e4m3x2 -> f16x2, 2 x f16 -> f32, 2 FMUL, pack to
+// bf16x2) = ~3100 warp instructions, ~800 issue cycles of the 4 schedulers, vs ~2200 cycles of
+// tensor work for 64 query rows (64 x 64 x 1088 x 2 FLOP at ~4096 FLOP/cycle/SM): it only fits if
+// it hides under the GEMMs. Measured (H100, docs/benchmarks/sm90-sparse.md): ~7 us per tile, issue
+// slots 27% busy, latency bound (load waits, barriers). Tried and slower: a cp.async staging ring
+// with one bf16 buffer and the dequantization between the GEMMs (+8%); integer-pipe dequantization
+// (+17%: more instructions, and the hardware conversions are not the bound); a 2-CTA cluster for
+// h_q > 64 where each CTA dequantizes half a tile for both through DSMEM (+37%: a cluster barrier
+// per tile). Next: a producer warpgroup (setmaxnreg) so dequantization leaves the consumers' path.
 //
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2
 // partial lse per split; the combine kernel merges them and applies attn_sink. A request with one
