@@ -38,12 +38,14 @@ void check_sm90(const torch::Tensor& t) {
 }  // namespace
 
 // -> (schedule int32 [num_parts, 8], num_splits int32 [b + 1])
-std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool deterministic) {
+std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool deterministic,
+                                int64_t splits_per_request) {
   check_sm90(seqlens);
   c10::cuda::CUDAGuard guard(seqlens.device());
   const int64_t b = seqlens.size(0);
   auto opts = seqlens.options().dtype(torch::kInt32);
   if (deterministic) num_parts = std::max<int64_t>(b, 1);
+  if (!deterministic && splits_per_request > 0) num_parts = std::max<int64_t>(b, 1) * splits_per_request;
   auto schedule = torch::empty({num_parts, 8}, opts);
   auto num_splits = torch::empty({b + 1}, opts);
   if (b == 0) {
@@ -52,7 +54,8 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
     schedule.select(1, 0).fill_(1);  // empty parts
     return {schedule, num_splits};
   }
-  TORCH_CHECK(deterministic || b <= 25000, "flashmla_sm90: a split-KV plan serves at most 25000 requests "
+  TORCH_CHECK(deterministic || splits_per_request > 0 || b <= 25000,
+              "flashmla_sm90: a split-KV plan serves at most 25000 requests "
               "(its prefix sums live in shared memory); got ", b, ". Use deterministic=True or smaller batches.");
   fm::PlanParams p{};
   p.seqlens = seqlens.data_ptr<int32_t>();
@@ -61,6 +64,7 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   p.batch = int(b);
   p.num_parts = int(num_parts);
   p.deterministic = deterministic;
+  p.splits_per_request = deterministic ? 0 : int(splits_per_request);
   CHECK_CUDA_LAUNCH(fm::launch_plan(p, at::cuda::getCurrentCUDAStream()));
   return {schedule, num_splits};
 }
@@ -164,7 +168,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   const int64_t rows = h_q / h_kv;
   std::vector<torch::Tensor> own_plan;
   if (!schedule.has_value()) {  // one part per query token, each whole: the deterministic plan (reads no lengths)
-    own_plan = plan(indices.select(2, 0).select(1, 0), 1, /*deterministic=*/true);
+    own_plan = plan(indices.select(2, 0).select(1, 0), 1, /*deterministic=*/true, 0);
     schedule = own_plan[0];
     num_splits = own_plan[1];
   }
@@ -219,7 +223,8 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "flashmla sm90 (Hopper) kernels";
-  m.def("plan", &plan, "split-KV schedule on the device");
+  m.def("plan", &plan, "split-KV schedule on the device", py::arg("seqlens"), py::arg("num_parts"),
+        py::arg("deterministic"), py::arg("splits_per_request") = 0);
   m.def("default_num_parts", &default_num_parts, "CTA columns for a decode grid");
   m.def("dense_decode", &dense_decode, "paged MLA decode (+ combine)");
   m.def("sparse_attention", &sparse_attention, "token-sparse MLA attention (sparse prefill, sparse decode)");

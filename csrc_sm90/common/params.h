@@ -62,6 +62,8 @@ struct PlanParams {
   int32_t* num_splits;        // [b + 1]
   int batch, num_parts;
   bool deterministic;         // one part per request, no split: batch invariant
+  int splits_per_request;     // > 0: every request cut into this many equal parts (num_parts = batch x it;
+                              // sparse decode, where every run is topk keys); 0: balanced by cost
 };
 
 struct CombineParams {

@@ -3,7 +3,8 @@
 // Each request costs ceil(seqlen / 64) tiles plus a fixed overhead; the concatenated costs are cut
 // into num_parts equal runs, one per CTA column of the decode grid. A part covers a contiguous range
 // of (request, tile) pairs; a request touched by n parts has n splits, merged by the combine kernel.
-// Deterministic plans give every request one part of its own (no split): batch invariant.
+// Deterministic plans give every request one part of its own (no split): batch invariant. Uniform
+// plans (sparse decode: every run is topk keys) cut every request into k equal parts.
 #include "../common/api.h"
 
 namespace flashmla_sm90 {
@@ -41,6 +42,20 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) 
   int* splits = smem + p.batch + 1;    // [b + 1]: exclusive prefix of splits per request
   const int b = p.batch;
 
+  if (p.splits_per_request > 0) {  // part i = split i % k of request i / k, equal tile ranges
+    const int k = p.splits_per_request;
+    for (int i = threadIdx.x; i <= b; i += blockDim.x) p.num_splits[i] = i * k;
+    for (int i = threadIdx.x; i < p.num_parts; i += blockDim.x) {
+      const int req = i / k, split = i % k;
+      if (req >= b) {
+        p.schedule[i] = SchedulePart{1, 0, 0, 0, 0, 0, 0, 0};
+        continue;
+      }
+      const int tiles = (max(p.seqlens[req], 0) + kTileTokens - 1) / kTileTokens;
+      p.schedule[i] = SchedulePart{req, split * tiles / k, req, (split + 1) * tiles / k, i, 0, 0, 0};
+    }
+    return;
+  }
   if (p.deterministic) {  // part i = request i, whole
     for (int i = threadIdx.x; i <= b; i += blockDim.x) p.num_splits[i] = i;
     for (int i = threadIdx.x; i < p.num_parts; i += blockDim.x) {
@@ -92,7 +107,7 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) 
 
 cudaError_t launch_plan(const PlanParams& p, cudaStream_t stream) {
   // prefix sums live in shared memory; a deterministic plan needs none (b may be a prefill's s_q)
-  const int smem = p.deterministic ? 0 : 2 * (p.batch + 1) * int(sizeof(int));
+  const int smem = p.deterministic || p.splits_per_request > 0 ? 0 : 2 * (p.batch + 1) * int(sizeof(int));
   if (smem > 200 * 1024) return cudaErrorInvalidValue;
   cudaError_t err = cudaFuncSetAttribute(plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;

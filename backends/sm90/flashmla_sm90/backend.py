@@ -95,11 +95,15 @@ class SM90Backend(Backend):
 
     def _plan_sparse(self, like, tokens, topk, h_q, deterministic):
         """Each query token is a run of topk keys (topk_length only shortens runs inside their parts,
-        so the plan is right for any topk_length): splits count per token, num_splits [tokens + 1]."""
+        so the plan is right for any topk_length): splits count per token, num_splits [tokens + 1].
+        All runs being equal, each is cut into the same number of parts: as many as fill the SMs
+        (one, no split and no combine, once the tokens alone fill them)."""
         work = torch.full((tokens,), topk, dtype=torch.int32, device=like.device)
         if deterministic:
             return self.ext.plan(work, 1, True)
-        return self.ext.plan(work, self.ext.default_num_parts(like, 1, h_q), False)
+        ctas_per_sm_pass = self.ext.default_num_parts(like, 1, h_q)  # SMs / CTAs per token (m-tiles)
+        splits = max(1, min(ctas_per_sm_pass // max(tokens, 1), -(-topk // 64)))
+        return self.ext.plan(work, tokens * splits, False, splits)
 
     def dense_decode(self, q, kv_cache, block_table, cache_seqlens, *, kv_format, head_dim_v, softmax_scale,
                      causal, attn_sink, plan):
