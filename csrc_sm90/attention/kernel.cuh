@@ -137,9 +137,6 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   // the CTAs sharing a part's KV tiles run side by side.
   const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
   const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
-  // Once every CTA of this grid has started, the combine kernel may be launched (it waits for this
-  // grid to finish before reading anything): its launch overlaps the last tiles.
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
   if (part.end_req < part.begin_req) return;
   const int heads_per_kv = p.h_q / p.h_kv;

@@ -26,8 +26,6 @@ template <typename T>
 __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineParams p) {
   __shared__ float weight[kMaxSplitsInSmem];
   __shared__ float reduce[kCombineThreads / 32];
-  // Launched as a programmatic dependent of the attention kernel: wait until its writes are visible.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int row_id = blockIdx.x, req = blockIdx.y;  // row_id over h_kv * rows
   const int first = p.num_splits[req], n = min(p.num_splits[req + 1] - first, kMaxSplitsInSmem);
   if (n <= 1) return;
@@ -93,20 +91,14 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   if (tid == 0) p.lse[(int64_t(req) * p.h_q + h) * p.s_q + j] = empty ? INFINITY : lse2 * kLn2;
 }
 
-// Programmatic dependent launch: the combine grid is set up while the attention kernel's last CTAs
-// run (they trigger at their start), instead of after it exits; griddepcontrol.wait keeps it correct.
 cudaError_t launch_combine(const CombineParams& p, DType dtype, cudaStream_t stream) {
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(p.h_kv * p.rows, p.batch);
-  config.blockDim = dim3(kCombineThreads);
-  config.stream = stream;
-  cudaLaunchAttribute pdl;
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &pdl;
-  config.numAttrs = 1;
-  return dtype == DType::kBF16 ? cudaLaunchKernelEx(&config, combine_kernel<__nv_bfloat16>, p)
-                               : cudaLaunchKernelEx(&config, combine_kernel<__half>, p);
+  const dim3 grid(p.h_kv * p.rows, p.batch);
+  if (dtype == DType::kBF16) {
+    combine_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, stream>>>(p);
+  } else {
+    combine_kernel<__half><<<grid, kCombineThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
 }
 
 }  // namespace flashmla_sm90
