@@ -94,6 +94,22 @@ def test_old_form_sparse_fp8():
     _same(got, attention.sparse_decode(q, packed, indices, kv_format="fp8_v32"))
 
 
+def test_old_form_sparse_num_splits_may_count_query_tokens():
+    # a sparse plan may count splits per query token ([b * s_q + 1], the sm90 backend's); b + 1 stays valid
+    q, kv, indices = _sparse(b=2, s_q=2, h_q=16, topk=64)
+    sl = torch.tensor([100, 150], dtype=torch.int32)
+    sched, splits = compat.get_mla_metadata(sl, 32, 1, num_heads_q=16, topk=64)
+    want = attention.sparse_decode(q, kv, indices, kv_format="bf16")
+    for n in (2 + 1, 2 * 2 + 1):  # engine copies of either length
+        got = compat.flash_mla_with_kvcache(q, kv, None, None, D_V, sched.clone(), torch.zeros(n, dtype=torch.int32),
+                                            indices=indices)
+        _same(got, want)
+    with pytest.raises(flashmla.ContractError) as e:
+        compat.flash_mla_with_kvcache(q, kv, None, None, D_V, sched.clone(), torch.zeros(4, dtype=torch.int32),
+                                      indices=indices)
+    assert e.value.argument == "num_splits"
+
+
 # ---- get_mla_metadata, v3 object form ----
 
 def test_v3_object_filled_lazily_then_reused():

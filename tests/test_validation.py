@@ -140,6 +140,24 @@ def test_plan_must_match_its_problem(decode_inputs):
         attention.dense_decode(q, cache, table, lens, plan=plan, backend="some_other")
 
 
+def test_sparse_plan_records_its_query_length():
+    # a sparse kernel may plan b * s_q token runs, so s_q is part of a sparse plan's key (not of a dense one's)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 2, 16, 576, generator=g).bfloat16()
+    cache = torch.randn(5, 16, 1, 576, generator=g).bfloat16()
+    indices = torch.randint(0, 80, (2, 2, 64), generator=g, dtype=torch.int32)
+    lens = torch.tensor([10, 20], dtype=torch.int32)
+    attention.sparse_decode(q, cache, indices, kv_format="bf16",
+                            plan=attention.plan_decode(lens, num_q_heads=16, q_len=2, topk=64))
+    # the same rows per KV head (s_q * h_q = 32), planned as one token of 32 heads
+    with pytest.raises(flashmla.ContractError, match="s_q=1"):
+        attention.sparse_decode(q, cache, indices, kv_format="bf16",
+                                plan=attention.plan_decode(lens, num_q_heads=32, q_len=1, topk=64))
+    dense_a = attention.plan_decode(lens, num_q_heads=16, q_len=2)
+    dense_b = attention.plan_decode(lens, num_q_heads=32, q_len=1)
+    assert dense_a.key == dense_b.key and dense_a.key.q_len is None
+
+
 def test_contract_error_is_a_value_error_and_no_backend_error_a_runtime_error():
     assert issubclass(flashmla.ContractError, ValueError)
     assert issubclass(flashmla.NoBackendError, RuntimeError)
