@@ -40,7 +40,9 @@
 // with one bf16 buffer and the dequantization between the GEMMs (+8%); integer-pipe dequantization
 // (+17%: more instructions, and the hardware conversions are not the bound); a 2-CTA cluster for
 // h_q > 64 where each CTA dequantizes half a tile for both through DSMEM (+37%: a cluster barrier
-// per tile). Next: a producer warpgroup (setmaxnreg) so dequantization leaves the consumers' path.
+// per tile). Next: a producer warpgroup (setmaxnreg) so dequantization leaves the consumers' path;
+// it needs the consumer code below 232 registers first (ptxas spilled at 232 / 40).
+// Sparse decode plans cut every token's run into equal parts (none once the tokens fill the SMs).
 //
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2
 // partial lse per split; the combine kernel merges them and applies attn_sink. A request with one
