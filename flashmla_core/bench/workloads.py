@@ -124,6 +124,11 @@ WORKLOADS = (
              note="extra row: h_q 32 must run without padding to 64"),
     Workload("v32-h16-topk2048", "sparse_decode", 64, 1, 16, 32768, topk=2048, kv_format="fp8_v32",
              note="extra row: h_q 16 must run without padding to 64"),
+    # Not in targets.md either: sparse decode on a bf16 cache (FlashMLA has none on Hopper).
+    Workload("bf16-h128-mtp2-topk2048", "sparse_decode", 128, 2, 128, 32768, topk=2048,
+             note="extra row: sparse decode on a bf16 cache"),
+    Workload("bf16-h64-topk2048", "sparse_decode", 64, 1, 64, 32768, topk=2048,
+             note="extra row: sparse decode on a bf16 cache"),
     Workload("h128-topk2048-32k", "sparse_prefill", 1, 4096, 128, 32768, topk=2048, target=Target(tflops=553, ms=4.22)),
     Workload("h64-topk2048-32k", "sparse_prefill", 1, 4096, 64, 32768, topk=2048, target=Target(tflops=521, ms=2.24)),
 )
@@ -143,8 +148,9 @@ def flops(w: Workload) -> int:
 def nbytes(w: Workload) -> int:
     if w.op == "dense_decode":
         return 2 * (sum(w.seqlens) * w.h_kv * w.d_qk + w.b * w.s_q * w.h_q * w.d_qk + w.b * w.s_q * w.h_q * w.d_v)
-    if w.op == "sparse_decode":
-        return w.b * w.s_q * w.topk * FP8_V32_BYTES_PER_TOKEN + 2 * w.b * w.s_q * w.h_q * (w.d_qk + w.d_v)
+    if w.op == "sparse_decode":  # targets.md counts fp8_v32 rows; a bf16 cache row is d_qk x 2 bytes
+        per_token = FP8_V32_BYTES_PER_TOKEN if w.kv_format == "fp8_v32" else w.d_qk * 2
+        return w.b * w.s_q * w.topk * per_token + 2 * w.b * w.s_q * w.h_q * (w.d_qk + w.d_v)
     return w.s_q * w.topk * w.d_qk * 2 + w.s_q * w.h_q * (w.d_qk + w.d_v) * 2
 
 
