@@ -386,16 +386,25 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         factor[k] *= 1.f / (1.f + __expf(p.attn_sink[h] - lse2[k] * kLn2));
       }
     }
+    // Stores go by pairs: accumulator values i and i + 1 are adjacent columns of one row.
+    bool row_ok[2];
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) row_ok[k] = m_tile * kTileRows + my_row0 + 8 * k < p.rows;
     if (finished_here) {
-      Element* out = static_cast<Element*>(p.out);
+      Element* out_row[2];
       CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); ++i) {
-        const int row = get<0>(tOcO(i)), col = wg * 256 + get<1>(tOcO(i));
-        const int grow = m_tile * kTileRows + row;
-        if (grow < p.rows) {
-          const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-          out[req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h + col] =
-              Element(tOrO(i) * factor[slot_of(i)]);
+      for (int k = 0; k < 2; ++k) {
+        const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+        const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
+        out_row[k] = static_cast<Element*>(p.out) + req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h +
+                     wg * 256;
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); i += 2) {
+        const int k = slot_of(i);
+        if (row_ok[k]) {
+          const Element pair[2] = {Element(tOrO(i) * factor[k]), Element(tOrO(i + 1) * factor[k])};
+          *reinterpret_cast<uint32_t*>(out_row[k] + get<1>(tOcO(i))) = *reinterpret_cast<const uint32_t*>(pair);
         }
       }
       if (wg == 0 && lane % 4 == 0) {
@@ -412,11 +421,18 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       }
     } else {
       const int64_t base = (int64_t(slot) * p.h_kv + kvh) * p.rows;
+      float* accum_row[2];
       CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); ++i) {
-        const int row = get<0>(tOcO(i)), col = wg * 256 + get<1>(tOcO(i));
-        const int grow = m_tile * kTileRows + row;
-        if (grow < p.rows) p.o_accum[(base + grow) * kHeadDimV + col] = tOrO(i) * factor[slot_of(i)];
+      for (int k = 0; k < 2; ++k) {
+        accum_row[k] = p.o_accum + (base + m_tile * kTileRows + my_row0 + 8 * k) * kHeadDimV + wg * 256;
+      }
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); i += 2) {
+        const int k = slot_of(i);
+        if (row_ok[k]) {
+          *reinterpret_cast<float2*>(accum_row[k] + get<1>(tOcO(i))) =
+              make_float2(tOrO(i) * factor[k], tOrO(i + 1) * factor[k]);
+        }
       }
       if (wg == 0 && lane % 4 == 0) {
         CUTE_UNROLL
