@@ -84,16 +84,14 @@ def _on(device, big: torch.Tensor, page: int) -> torch.Tensor:
     return big.to(device)[:, :page]
 
 
-def dense_decode(case, device, g: torch.Generator) -> Inputs:
-    dtype, d_qk, page, h_q, h_kv, s_q = (case[k] for k in ("dtype", "d_qk", "page_size", "h_q", "h_kv", "s_q"))
-    fmt = case["kv_format"]
-    lens = [150, 0, min(2 * page + 3, 200), 1]
-    b = len(lens)
+def paged_layout(lens, page: int, g: torch.Generator, spare_blocks: int = 3, spare_columns: int = 1) -> tuple:
+    """Shuffled blocks for requests of `lens` tokens: -> (block_table int32 [b, max_blocks + spare_columns],
+    GARBAGE_BLOCK past each request's blocks; dead bool [num_blocks, page], the slots no request uses),
+    with spare_blocks blocks no request owns."""
     blocks_per = [math.ceil(L / page) for L in lens]
-    max_blocks = max(blocks_per) + 1
-    num_blocks = sum(blocks_per) + 3
+    num_blocks = sum(blocks_per) + spare_blocks
     perm = torch.randperm(num_blocks, generator=g)
-    block_table = torch.full((b, max_blocks), GARBAGE_BLOCK, dtype=torch.int32)
+    block_table = torch.full((len(lens), max(blocks_per) + spare_columns), GARBAGE_BLOCK, dtype=torch.int32)
     dead = torch.ones(num_blocks, page, dtype=torch.bool)
     used = 0
     for i, (L, nb) in enumerate(zip(lens, blocks_per)):
@@ -101,7 +99,16 @@ def dense_decode(case, device, g: torch.Generator) -> Inputs:
         for t in range(L):
             dead[int(block_table[i, t // page]), t % page] = False
         used += nb
-    big = _paged_cache(num_blocks, page, h_kv, d_qk, fmt, dtype, g, dead)
+    return block_table, dead
+
+
+def dense_decode(case, device, g: torch.Generator) -> Inputs:
+    dtype, d_qk, page, h_q, h_kv, s_q = (case[k] for k in ("dtype", "d_qk", "page_size", "h_q", "h_kv", "s_q"))
+    fmt = case["kv_format"]
+    lens = [150, 0, min(2 * page + 3, 200), 1]
+    b = len(lens)
+    block_table, dead = paged_layout(lens, page, g)
+    big = _paged_cache(dead.shape[0], page, h_kv, d_qk, fmt, dtype, g, dead)
     q = torch.randn(b, h_q, s_q, d_qk, generator=g).to(dtype).to(device).transpose(1, 2)  # non-contiguous
     seqlens = torch.tensor(lens, dtype=torch.int32)
     sink = _sink(h_q, g, device) if case.get("attn_sink") else None

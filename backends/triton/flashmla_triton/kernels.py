@@ -51,15 +51,22 @@ def _rne(x, IS_BF16: tl.constexpr):
 
 
 @triton.jit
+def _to_half(x, IS_BF16: tl.constexpr):
+    """-> bf16 or fp16 (round to nearest even)."""
+    if IS_BF16:
+        y = x.to(tl.bfloat16)
+    else:
+        y = x.to(tl.float16)
+    return y
+
+
+@triton.jit
 def _operand(x, IS_BF16: tl.constexpr, INTERPRET: tl.constexpr):
     """A float32 tile -> an MMA operand of the compute dtype (bf16/fp16; fp32-held values when interpreted)."""
     if INTERPRET:
         y = _rne(x, IS_BF16)
     else:
-        if IS_BF16:
-            y = x.to(tl.bfloat16)
-        else:
-            y = x.to(tl.float16)
+        y = _to_half(x, IS_BF16)
     return y
 
 
@@ -76,15 +83,8 @@ def _as_operand(x, INTERPRET: tl.constexpr):
 @triton.jit
 def _store_value(x, IS_BF16: tl.constexpr, INTERPRET: tl.constexpr):
     """A float32 tile -> q's dtype for storing (round to nearest even on every path)."""
-    if INTERPRET:
-        y = _rne(x, IS_BF16)
-    else:
-        y = x
-    if IS_BF16:
-        z = y.to(tl.bfloat16)
-    else:
-        z = y.to(tl.float16)
-    return z
+    # already that dtype when compiled; when interpreted, float32 holding the rounded value (exact cast)
+    return _to_half(_operand(x, IS_BF16, INTERPRET), IS_BF16)
 
 
 @triton.jit

@@ -8,7 +8,6 @@ on a GPU they run compiled. Shapes are tiny so the interpreter stays fast.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
@@ -16,7 +15,7 @@ import torch
 
 import flashmla
 from flashmla import attention, kvcache
-from flashmla_core.testing import compare, oracle
+from flashmla_core.testing import compare, inputs, oracle
 
 triton = pytest.importorskip("triton")
 
@@ -53,18 +52,8 @@ def _check(got, want):
 def _paged(b, s_q, h_q, h_kv, d_qk, page, lens, dtype=torch.bfloat16, fp8=False, seed=0):
     """q, cache (NaN in every slot no request attends), block table (garbage past the used blocks), lens."""
     g = torch.Generator().manual_seed(seed)
-    blocks = [math.ceil(L / page) for L in lens]
-    n = sum(blocks) + 2
-    perm = torch.randperm(n, generator=g)
-    table = torch.full((b, max(blocks) + 2), 2147480000, dtype=torch.int32)
-    vals = torch.randn(n, page, h_kv, d_qk, generator=g).to(dtype)
-    dead = torch.ones(n, page, dtype=torch.bool)
-    used = 0
-    for i, (L, k) in enumerate(zip(lens, blocks)):
-        table[i, :k] = perm[used:used + k].int()
-        for t in range(L):
-            dead[int(table[i, t // page]), t % page] = False
-        used += k
+    table, dead = inputs.paged_layout(lens, page, g, spare_blocks=2, spare_columns=2)
+    vals = torch.randn(dead.shape[0], page, h_kv, d_qk, generator=g).to(dtype)
     if fp8:
         cache = kvcache.quantize(vals)
         cache[dead] = 0xFF                       # NaN in e4m3, float32 and bf16
