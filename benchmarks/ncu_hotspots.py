@@ -1,0 +1,43 @@
+"""Summarizes an `ncu --page source --csv --print-source sass` export: the instructions with the most
+warp-stall samples, and the stall reasons summed over the kernel (run next to ncu on the GPU machine).
+
+    ncu -i rep.ncu-rep --page source --csv --print-source sass > sass.csv
+    python benchmarks/ncu_hotspots.py sass.csv [top_n]
+"""
+import csv
+import sys
+from collections import Counter
+
+
+def main(path, top=30):
+    rows = list(csv.DictReader(open(path, newline="")))
+    if not rows:
+        print("no rows")
+        return
+    cols = list(rows[0].keys())
+    print("columns:", ", ".join(cols))
+    sample_col = next(c for c in cols if c.startswith("Warp Stall Sampling (All"))
+    stall_cols = [c for c in cols if c.startswith("stall_") or "Stall" in c and c != sample_col and "Not-issued" not in c]
+
+    def num(v):
+        try:
+            return float(str(v).replace(",", ""))
+        except ValueError:
+            return 0.0
+
+    total = sum(num(r[sample_col]) for r in rows) or 1.0
+    print(f"{len(rows)} SASS lines, {total:.0f} stall samples")
+    reasons = Counter()
+    for r in rows:
+        for c in stall_cols:
+            reasons[c] += num(r[c])
+    for c, v in reasons.most_common(12):
+        print(f"  {v / total:6.1%}  {c}")
+    ranked = sorted(rows, key=lambda r: -num(r[sample_col]))[:top]
+    for r in ranked:
+        top_reason = max(stall_cols, key=lambda c: num(r[c])) if stall_cols else ""
+        print(f"{num(r[sample_col]) / total:6.1%}  {r.get('Address', ''):>6}  {r.get('Source', '')[:70]:70s}  {top_reason}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 30)
