@@ -344,8 +344,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
           warpgroup_fence_operand(tSrS);
           CUTE_UNROLL
           for (int s = 0; s < Cfg::kSlabs; ++s) {
-            Barrier::wait(&ss.kv_full[buf][s], parity);
-            cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma reads
+            Barrier::wait(&ss.kv_full[buf][s], parity);  // no proxy fence: the mbarrier orders cp.async data
             warpgroup_arrive();
             CUTE_UNROLL
             for (int kb = 4 * s; kb < 4 * s + 4; ++kb) {

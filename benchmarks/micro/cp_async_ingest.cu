@@ -1,0 +1,92 @@
+// How fast can one CTA per SM land 64-row x 1152-byte tiles with cp.async (the sm90 kernel's gather),
+// as a function of how many tiles it keeps in flight? No compute: the upper bound the attention loop
+// can reach, and the time one tile takes to land (depth 1).
+//
+//   nvcc -O3 -arch=sm_90a -o /tmp/ingest benchmarks/micro/cp_async_ingest.cu && /tmp/ingest
+#include <cstdio>
+#include <cstdint>
+#include <cuda_runtime.h>
+
+constexpr int kRowBytes = 1152, kRows = 64, kTileBytes = kRows * kRowBytes;
+
+template <int kDepth>
+__global__ void __launch_bounds__(256, 1) ingest(const char* kv, const int* pages, int tiles_per_cta, int page_rows,
+                                                 int n_pages, unsigned long long* sink) {
+  extern __shared__ __align__(128) char smem[];
+  const int tid = threadIdx.x, row = tid / 4, c0 = tid % 4;
+  auto issue = [&](int t) {
+    const int tile = blockIdx.x * tiles_per_cta + t;
+    const int page = pages[(tile * kRows / page_rows) % n_pages];
+    const char* src = kv + (int64_t(page) * page_rows + (tile * kRows + row) % page_rows) * kRowBytes;
+    const uint32_t dst = uint32_t(__cvta_generic_to_shared(smem + (t % kDepth) * kTileBytes + row * kRowBytes));
+    for (int i = 0; i < kRowBytes / 64; ++i) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + (c0 + 4 * i) * 16), "l"(src + (c0 + 4 * i) * 16));
+    }
+    asm volatile("cp.async.commit_group;\n");
+  };
+  for (int t = 0; t < kDepth - 1 && t < tiles_per_cta; ++t) issue(t);
+  unsigned long long acc = 0;
+  for (int t = 0; t < tiles_per_cta; ++t) {
+    if (t + kDepth - 1 < tiles_per_cta) issue(t + kDepth - 1);
+    else asm volatile("cp.async.commit_group;\n");
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kDepth - 1));
+    __syncthreads();
+    acc += smem[(t % kDepth) * kTileBytes + tid * 4];
+    __syncthreads();
+  }
+  if (acc == 12345) *sink = acc;
+}
+
+template <int kDepth>
+void run(const char* kv, const int* pages, int n_pages, int page_rows, int sms, unsigned long long* sink) {
+  const int tiles = 128;
+  const size_t smem = size_t(kDepth) * kTileBytes;
+  cudaFuncSetAttribute(ingest<kDepth>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int rep = 0; rep < 2; ++rep) ingest<kDepth><<<sms, 256, smem>>>(kv, pages, tiles, page_rows, n_pages, sink);
+  cudaEventRecord(a);
+  const int reps = 5;
+  for (int rep = 0; rep < reps; ++rep) ingest<kDepth><<<sms, 256, smem>>>(kv, pages, tiles, page_rows, n_pages, sink);
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float ms;
+  cudaEventElapsedTime(&ms, a, b);
+  ms /= reps;
+  const double bytes = double(sms) * tiles * kTileBytes;
+  printf("depth %d  page_rows %3d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", kDepth, page_rows,
+         ms * 1e3, bytes / ms / 1e6, ms * 1e3 / tiles, cudaGetErrorString(cudaGetLastError()));
+}
+
+int main() {
+  int sms;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  const size_t cache_bytes = size_t(4) << 30;  // far beyond L2: every tile comes from DRAM
+  char* kv;
+  cudaMalloc(&kv, cache_bytes);
+  cudaMemset(kv, 1, cache_bytes);
+  unsigned long long* sink;
+  cudaMalloc(&sink, 8);
+  for (int page_rows : {64, 16}) {
+    const int n_pages = int(cache_bytes / (size_t(page_rows) * kRowBytes));
+    int* h = new int[n_pages];
+    uint32_t x = 12345;
+    for (int i = 0; i < n_pages; ++i) h[i] = i;
+    for (int i = n_pages - 1; i > 0; --i) {  // random page order, as a block table has
+      x = x * 1664525u + 1013904223u;
+      const int j = x % (i + 1), t = h[i];
+      h[i] = h[j];
+      h[j] = t;
+    }
+    int* pages;
+    cudaMalloc(&pages, n_pages * sizeof(int));
+    cudaMemcpy(pages, h, n_pages * sizeof(int), cudaMemcpyHostToDevice);
+    run<1>(kv, pages, n_pages, page_rows, sms, sink);
+    run<2>(kv, pages, n_pages, page_rows, sms, sink);
+    run<3>(kv, pages, n_pages, page_rows, sms, sink);
+    cudaFree(pages);
+    delete[] h;
+  }
+  return 0;
+}
