@@ -119,7 +119,9 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   auto stream = at::cuda::getCurrentCUDAStream();
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
+  // several CTAs per KV tile (more than 64 rows per KV head): the later ones read it from L2 (MainLoop)
+  const auto loop = rows > fm::kTileRows ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken;
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, loop, int(num_parts), stream));
 
   fm::CombineParams c{};
   c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
@@ -134,13 +136,15 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
 // [num_blocks, page_size, h_kv, d] bf16 (sparse prefill: [s_kv, 1, h_kv, d]) or [num_blocks, page_size, 1,
 // 656] uint8 (fp8_v32), indices [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512],
 // max_logits [N, h_q] (empty unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode
-// both come here. With a plan (schedule, num_splits [N + 1]) a token's keys may be split across CTAs and
-// merged by the combine kernel; without one every token is one CTA's whole run.
+// both come here (`prefill`: the query tokens share one KV, whose rows they re-read from L2; decode rows
+// come from DRAM: the main loop follows, see MainLoop). With a plan (schedule, num_splits [N + 1]) a
+// token's keys may be split across CTAs and merged by the combine kernel; without one every token is
+// one CTA's whole run.
 std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
                                             c10::optional<torch::Tensor> lengths, double softmax_scale,
                                             c10::optional<torch::Tensor> attn_sink, bool with_max_logits,
                                             c10::optional<torch::Tensor> schedule,
-                                            c10::optional<torch::Tensor> num_splits) {
+                                            c10::optional<torch::Tensor> num_splits, bool prefill) {
   check_sm90(q);
   c10::cuda::CUDAGuard guard(q.device());
   const int64_t n = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(2), topk = indices.size(2);
@@ -209,7 +213,8 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.causal = false;
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   auto stream = at::cuda::getCurrentCUDAStream();
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
+  const auto loop = prefill && !fp8 ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken;
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, loop, int(num_parts), stream));
   if (may_split) {
     fm::CombineParams c{};
     c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;

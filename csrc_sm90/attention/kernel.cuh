@@ -157,13 +157,14 @@ __device__ __forceinline__ void load_row_slab_half(void* smem_tile, int row, int
 
 // Sparse sources: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length)
 // and are masked per key; paged: from the block table, masked by length and the causal diagonal.
-template <typename Element, int kD, KeySource kSource>
+template <typename Element, int kD, KeySource kSource, MainLoop kLoop>
 __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kSparse = kSource != KeySource::kPaged;
   constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
-  constexpr bool kPipelined = !kFp8;  // the loop with warpgroup roles (see the header)
+  constexpr bool kPipelined = kLoop == MainLoop::kPipelined;  // the loop with warpgroup roles (see the header)
   static_assert(!kFp8 || (kD == 576 && sizeof(Element) == 2), "fp8_v32 rows hold 512 e4m3 + 64 bf16 dims");
+  static_assert(!(kFp8 && kPipelined), "fp8_v32 dequantizes in the split-token loop");
   using CacheElement = std::conditional_t<kFp8, uint8_t, Element>;
   using Cfg = AttentionConfig<Element, kD>;
   using SmemLayoutK = typename Cfg::SmemLayoutK;
@@ -636,10 +637,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 #endif
 }
 
-template <typename Element, int kD, KeySource kSource>
+template <typename Element, int kD, KeySource kSource, MainLoop kLoop>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   using Cfg = AttentionConfig<Element, kD>;
-  auto kernel = mla_attention_kernel<Element, kD, kSource>;
+  auto kernel = mla_attention_kernel<Element, kD, kSource, kLoop>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;
