@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "common/api.h"
@@ -69,6 +71,16 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   return {schedule, num_splits};
 }
 
+// The main loop for a call (fm::MainLoop): `preferred` unless FLASHMLA_SM90_MAIN_LOOP=pipelined|split_token
+// forces one (for A/B measurements; fp8_v32 has only the split-token loop).
+fm::MainLoop main_loop(fm::MainLoop preferred, bool fp8) {
+  static const char* forced = std::getenv("FLASHMLA_SM90_MAIN_LOOP");
+  if (fp8 || forced == nullptr) return preferred;
+  if (std::strcmp(forced, "pipelined") == 0) return fm::MainLoop::kPipelined;
+  if (std::strcmp(forced, "split_token") == 0) return fm::MainLoop::kSplitToken;
+  return preferred;
+}
+
 int64_t default_num_parts(torch::Tensor like, int64_t h_kv, int64_t rows) {
   const int64_t m_tiles = (rows + fm::kTileRows - 1) / fm::kTileRows;
   return std::max<int64_t>(1, num_sms(like.device()) / (h_kv * m_tiles));
@@ -120,7 +132,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.causal = causal;
   auto stream = at::cuda::getCurrentCUDAStream();
   // several CTAs per KV tile (more than 64 rows per KV head): the later ones read it from L2 (MainLoop)
-  const auto loop = rows > fm::kTileRows ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken;
+  const auto loop = main_loop(rows > fm::kTileRows ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken, false);
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, loop, int(num_parts), stream));
 
   fm::CombineParams c{};
@@ -213,7 +225,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.causal = false;
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   auto stream = at::cuda::getCurrentCUDAStream();
-  const auto loop = prefill && !fp8 ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken;
+  const auto loop = main_loop(prefill ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken, fp8);
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, loop, int(num_parts), stream));
   if (may_split) {
     fm::CombineParams c{};
