@@ -71,14 +71,11 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   return {schedule, num_splits};
 }
 
-// The main loop for a call (fm::MainLoop): `preferred` unless FLASHMLA_SM90_MAIN_LOOP=pipelined|split_token
-// forces one (for A/B measurements; fp8_v32 has only the split-token loop).
-fm::MainLoop main_loop(fm::MainLoop preferred, bool fp8) {
-  static const char* forced = std::getenv("FLASHMLA_SM90_MAIN_LOOP");
-  if (fp8 || forced == nullptr) return preferred;
-  if (std::strcmp(forced, "pipelined") == 0) return fm::MainLoop::kPipelined;
-  if (std::strcmp(forced, "split_token") == 0) return fm::MainLoop::kSplitToken;
-  return preferred;
+// L2 prefetch of coming KV tiles (AttentionParams::l2_prefetch): on unless FLASHMLA_SM90_L2_PREFETCH=0
+// (for A/B measurements).
+bool l2_prefetch() {
+  static const char* env = std::getenv("FLASHMLA_SM90_L2_PREFETCH");
+  return env == nullptr || std::strcmp(env, "0") != 0;
 }
 
 int64_t default_num_parts(torch::Tensor like, int64_t h_kv, int64_t rows) {
@@ -130,10 +127,9 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.rows = int(rows);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
+  p.l2_prefetch = l2_prefetch();
   auto stream = at::cuda::getCurrentCUDAStream();
-  // several CTAs per KV tile (more than 64 rows per KV head): the later ones read it from L2 (MainLoop)
-  const auto loop = main_loop(rows > fm::kTileRows ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken, false);
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, loop, int(num_parts), stream));
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 
   fm::CombineParams c{};
   c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
@@ -148,15 +144,13 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
 // [num_blocks, page_size, h_kv, d] bf16 (sparse prefill: [s_kv, 1, h_kv, d]) or [num_blocks, page_size, 1,
 // 656] uint8 (fp8_v32), indices [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512],
 // max_logits [N, h_q] (empty unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode
-// both come here (`prefill`: the query tokens share one KV, whose rows they re-read from L2; decode rows
-// come from DRAM: the main loop follows, see MainLoop). With a plan (schedule, num_splits [N + 1]) a
-// token's keys may be split across CTAs and merged by the combine kernel; without one every token is
-// one CTA's whole run.
+// both come here. With a plan (schedule, num_splits [N + 1]) a token's keys may be split across CTAs and
+// merged by the combine kernel; without one every token is one CTA's whole run.
 std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
                                             c10::optional<torch::Tensor> lengths, double softmax_scale,
                                             c10::optional<torch::Tensor> attn_sink, bool with_max_logits,
                                             c10::optional<torch::Tensor> schedule,
-                                            c10::optional<torch::Tensor> num_splits, bool prefill) {
+                                            c10::optional<torch::Tensor> num_splits) {
   check_sm90(q);
   c10::cuda::CUDAGuard guard(q.device());
   const int64_t n = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(2), topk = indices.size(2);
@@ -223,10 +217,10 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.capacity = capacity;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = false;
+  p.l2_prefetch = l2_prefetch();
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   auto stream = at::cuda::getCurrentCUDAStream();
-  const auto loop = main_loop(prefill ? fm::MainLoop::kPipelined : fm::MainLoop::kSplitToken, fp8);
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, loop, int(num_parts), stream));
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
   if (may_split) {
     fm::CombineParams c{};
     c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;

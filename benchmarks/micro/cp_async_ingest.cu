@@ -38,7 +38,8 @@ __global__ void __launch_bounds__(256, 1) ingest(const char* kv, const int* page
 }
 
 template <int kDepth>
-void run(const char* kv, const int* pages, int n_pages, int page_rows, int sms, unsigned long long* sink) {
+void run(const char* kv, const int* pages, int n_pages, int page_rows, int sms, unsigned long long* sink,
+         const char* where) {
   const int tiles = 128;
   const size_t smem = size_t(kDepth) * kTileBytes;
   cudaFuncSetAttribute(ingest<kDepth>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
@@ -55,20 +56,22 @@ void run(const char* kv, const int* pages, int n_pages, int page_rows, int sms, 
   cudaEventElapsedTime(&ms, a, b);
   ms /= reps;
   const double bytes = double(sms) * tiles * kTileBytes;
-  printf("depth %d  page_rows %3d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", kDepth, page_rows,
-         ms * 1e3, bytes / ms / 1e6, ms * 1e3 / tiles, cudaGetErrorString(cudaGetLastError()));
+  printf("%s  depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, kDepth, ms * 1e3,
+         bytes / ms / 1e6, ms * 1e3 / tiles, cudaGetErrorString(cudaGetLastError()));
 }
 
 int main() {
   int sms;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
-  const size_t cache_bytes = size_t(4) << 30;  // far beyond L2: every tile comes from DRAM
   char* kv;
-  cudaMalloc(&kv, cache_bytes);
-  cudaMemset(kv, 1, cache_bytes);
+  cudaMalloc(&kv, size_t(4) << 30);
+  cudaMemset(kv, 1, size_t(4) << 30);
   unsigned long long* sink;
   cudaMalloc(&sink, 8);
-  for (int page_rows : {64, 16}) {
+  const int page_rows = 64;
+  // 4 GiB: far beyond L2, every tile comes from DRAM; 24 MiB: L2-resident after the first pass
+  for (size_t cache_bytes : {size_t(4) << 30, size_t(24) << 20}) {
+    const char* where = cache_bytes > (size_t(1) << 30) ? "DRAM" : "L2  ";
     const int n_pages = int(cache_bytes / (size_t(page_rows) * kRowBytes));
     int* h = new int[n_pages];
     uint32_t x = 12345;
@@ -82,9 +85,9 @@ int main() {
     int* pages;
     cudaMalloc(&pages, n_pages * sizeof(int));
     cudaMemcpy(pages, h, n_pages * sizeof(int), cudaMemcpyHostToDevice);
-    run<1>(kv, pages, n_pages, page_rows, sms, sink);
-    run<2>(kv, pages, n_pages, page_rows, sms, sink);
-    run<3>(kv, pages, n_pages, page_rows, sms, sink);
+    run<1>(kv, pages, n_pages, page_rows, sms, sink, where);
+    run<2>(kv, pages, n_pages, page_rows, sms, sink, where);
+    run<3>(kv, pages, n_pages, page_rows, sms, sink, where);
     cudaFree(pages);
     delete[] h;
   }

@@ -5,42 +5,28 @@
 // Tiling. One CTA computes 64 query rows of one KV head — the s_q * h_q / h_kv rows that share it,
 // s_q-major (row r is query token r / (h_q/h_kv), head kvh * (h_q/h_kv) + r % (h_q/h_kv)) — against
 // the 64-token KV tiles of a contiguous run of (request, tile) pairs: its schedule part. The Q tile
-// (64 x D, D = 576 or 512) and two KV tiles (64 x D) live in shared memory, swizzle-128B, K-major,
-// each a row of 64-column slabs (64 rows x 128 B). V is read through a transposed (MN-major) view of
-// the same KV tile: each KV byte is loaded once and feeds both GEMMs.
+// (64 x D, D = 576 or 512) and two KV tiles (64 x D) live in shared memory, swizzle-128B, K-major.
+// V is read through a transposed (MN-major) view of the same KV tile: each KV byte is loaded once
+// and feeds both GEMMs.
 //
-// Registers. A 64 x 512 float32 output tile is 32768 registers — half the register file — so it is
-// split by columns: warpgroup w (of two, 256 threads) owns O[:, 256w, 256w + 256), 128 registers per
-// thread, and computes O_w += P (64 x 64) V_w (64 x 256) (wgmma 64x256x16, both operands in shared
-// memory). Both halves are kept at the same running row maxima, so they stay consistent.
+// Thread roles: 256 threads, two warpgroups. A 64 x 512 float32 output tile is 32768 registers —
+// half the register file — so it is split by columns: warpgroup w owns O[:, 256w, 256w + 256)
+// (128 registers per thread). For S = Q K^T warpgroup w computes tokens [32w, 32w + 32) of the tile
+// (wgmma 64x32x16, A = Q and B = K from shared memory), so no MMA is done twice. Row maxima are
+// exchanged through shared memory, each warpgroup stores its half of P (16-bit) in shared memory,
+// and each computes O_w += P (64 x 64) V_w (64 x 256) (wgmma 64x256x16, both operands in shared
+// memory). Both warpgroups hold identical running maxima, so their halves of O stay consistent.
 //
-// Pipelined loop (bf16/fp16 caches: dense decode, sparse prefill, bf16 sparse decode). The two
-// warpgroups have different roles, so the tensor cores always have one of them to serve:
-//   warpgroup 0 (scores):  S = Q K^T for the whole tile (wgmma 64x64x16: Q and K read once), the
-//                          mask, the online softmax, P (16-bit) into shared memory with the per-row
-//                          rescale factor, then its own O_0 += P V_0.
-//   warpgroup 1 (loads):   gathers the KV tiles by cp.async (2 threads per row), and O_1 += P V_1 as
-//                          soon as P is published; it rescales O_1 by the published factors.
-// Tile t + 2 goes into tile t's buffer once both halves of P(t) V(t) are done, so the gather of one
-// tile overlaps the scores of the next. Each 64-column slab of a buffer has its own mbarrier (the
-// loaders' cp.async arrive on it as their copies land), and the QK wgmmas of a slab are issued as
-// soon as it has landed. P(t) is written over the RoPE slab of its own KV buffer (QK has consumed it
-// and PV never reads dims 512..575; D = 512 keeps P in a separate buffer per KV buffer), which is
-// what makes two tiles of P fit beside Q and two KV tiles in 227 KB.
-// Synchronisation per tile t (buffer b = t % 2): kv_full[b][slab] (mbarrier, loads -> scores;
-// slab 0 also publishes the sparse key-validity bytes), named barrier kBarPReady + b (P(t) and its
-// factors, scores -> loads), named barrier kBarBufferRead + b (O_0 += P V_0 of tile t done, scores ->
-// loads: the buffer may be refilled).
-// Rows are gathered one row at a time: a token's row is one contiguous run of D * 2 bytes wherever
-// its page is, so any page size works. Rows past the request's length and invalid indices are
-// zero-filled and never read (NaN or garbage in unused slots cannot reach P * V, and block-table
-// entries past the last used block are never dereferenced).
+// Pipeline: cp.async double buffering, one CTA barrier per tile. Once tile k has landed, tile k + 1
+// is gathered into the other buffer while tile k is computed, row by row:
+// a token's row is one contiguous run of D * 2 bytes wherever its page is, so any page size works;
+// 4 threads copy the 16-byte chunks of one row. Rows past the request's length are zero-filled and
+// never read (NaN or garbage in unused slots cannot reach P * V, and block-table entries past the
+// last used block are never dereferenced).
 //
-// Split-token loop (fp8_v32 sparse decode). Both warpgroups compute S for half of the tile's tokens
-// each (wgmma 64x32x16), exchange row maxima, write their halves of P and run PV in lock step, one CTA
-// barrier per tile; all 256 threads gather (4 threads per row) and, for fp8, make the bf16 tile
-// themselves between their wgmma issues and waits (the tensor cores run the GEMMs meanwhile).
-// Iteration t, while buffer t % 2 is computed and buffer (t + 1) % 2 is free:
+// fp8_v32 (kIndexedFp8): the tile is the same bf16 tile, made by the consumers themselves between
+// their wgmma issues and waits (the tensor cores run the GEMMs meanwhile). Iteration t, while
+// buffer t % 2 is computed and buffer (t + 1) % 2 is free:
 //   top     cp.async the RoPE part of tile t + 1; the barrier publishes tile t
 //   QK(t) in flight:  dequantize half A of tile t + 1 (loaded into registers during PV(t - 1)) into
 //                     the free buffer; load half B of tile t + 1
@@ -54,7 +40,8 @@
 // with one bf16 buffer and the dequantization between the GEMMs (+8%); integer-pipe dequantization
 // (+17%: more instructions, and the hardware conversions are not the bound); a 2-CTA cluster for
 // h_q > 64 where each CTA dequantizes half a tile for both through DSMEM (+37%: a cluster barrier
-// per tile). Next: the pipelined loop's roles with a dequantizing loader.
+// per tile). Next: a producer warpgroup (setmaxnreg) so dequantization leaves the consumers' path;
+// it needs the consumer code below 232 registers first (ptxas spilled at 232 / 40).
 // Sparse decode plans cut every token's run into equal parts (none once the tokens fill the SMs).
 //
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2
@@ -81,40 +68,28 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
       decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kD>>{}));
   using SmemLayoutK =
       decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileTokens>, Int<kD>>{}));
-  // P is one 64 x 64 slab: the same layout as a KV tile's RoPE slab, which may hold it
   using SmemLayoutP =
       decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kTileTokens>>{}));
   // (dim, token) view of a KV tile: V^T as an MN-major B operand
   using SmemLayoutVt =
       decltype(composition(SmemLayoutK{}, make_layout(Shape<Int<kD>, Int<kTileTokens>>{}, GenRowMajor{})));
-  using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<  // pipelined loop: whole tile
-      Element, Element, float, Shape<_64, _64, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
-  using TiledMmaSHalf = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<  // split-token loop
+  using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
       Element, Element, float, Shape<_64, _32, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
   using TiledMmaO = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
       Element, Element, float, Shape<_64, _256, _64>, GMMA::Major::K, GMMA::Major::MN>()));
-  static constexpr int kSlabs = kD / 64;
-  static constexpr bool kPInRopeSlab = kD > kHeadDimV;
 
   struct SharedStorage {
     alignas(1024) Element q[cosize_v<SmemLayoutQ>];
     alignas(1024) Element k[2][cosize_v<SmemLayoutK>];
-    // P of the split-token loop, or (D = 512) of the pipelined loop, one per KV buffer
-    alignas(1024) Element p[kPInRopeSlab ? 1 : 2][cosize_v<SmemLayoutP>];
-    float row_max[2][kTileRows];  // split-token: tile maxima per warpgroup; pipelined: rescale per buffer
+    alignas(1024) Element p[cosize_v<SmemLayoutP>];
+    float row_max[2][kTileRows];
     float row_sum[2][kTileRows];
     uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
-    alignas(8) uint64_t kv_full[2][kSlabs];  // pipelined: slab s of buffer b has landed
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
-
-// Named barriers (0 is __syncthreads).
-constexpr int kBarExchange = 1;     // both warpgroups: row maxima / sums
-constexpr int kBarPReady = 2;       // + buffer: P and its rescale factors published
-constexpr int kBarBufferRead = 4;   // + buffer: warpgroup 0's P V of the buffer's tile is done
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a 64-row, swizzle-128B, K-major tile (the
 // layout tile_to_shape(GMMA::Layout_K_SW128_Atom, (64, D)) makes; checked against CuTe by
@@ -141,35 +116,17 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
   }
 }
 
-// Copies half `half` (64 contiguous bytes: chunks 4 half .. 4 half + 3) of slab `slab` of one row,
-// zero-filled when !valid.
-__device__ __forceinline__ void load_row_slab_half(void* smem_tile, int row, int slab, int half, bool valid,
-                                                   const void* row_src) {
-  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_tile)) + slab * (64 * 128) + row * 128;
-  const char* from = static_cast<const char*>(row_src) + slab * 128 + half * 64;
-  const int src_bytes = valid ? 16 : 0;
-  CUTE_UNROLL
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t dst = base + (((4 * half + i) ^ (row & 7)) << 4);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(from + i * 16), "r"(src_bytes));
-  }
-}
-
 // Sparse sources: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length)
 // and are masked per key; paged: from the block table, masked by length and the causal diagonal.
-template <typename Element, int kD, KeySource kSource, MainLoop kLoop>
+template <typename Element, int kD, KeySource kSource>
 __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr bool kSparse = kSource != KeySource::kPaged;
   constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
-  constexpr bool kPipelined = kLoop == MainLoop::kPipelined;  // the loop with warpgroup roles (see the header)
   static_assert(!kFp8 || (kD == 576 && sizeof(Element) == 2), "fp8_v32 rows hold 512 e4m3 + 64 bf16 dims");
-  static_assert(!(kFp8 && kPipelined), "fp8_v32 dequantizes in the split-token loop");
   using CacheElement = std::conditional_t<kFp8, uint8_t, Element>;
   using Cfg = AttentionConfig<Element, kD>;
   using SmemLayoutK = typename Cfg::SmemLayoutK;
-  using SmemLayoutP = typename Cfg::SmemLayoutP;
-  using Barrier = cutlass::arch::ClusterBarrier;
   constexpr float kNegInf = -INFINITY;
   constexpr int kChunks = kD * int(sizeof(Element)) / 16;
 
@@ -186,24 +143,20 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   if (part.end_req < part.begin_req) return;
   const int heads_per_kv = p.h_q / p.h_kv;
 
-  if constexpr (kPipelined) {
-    if (tid == 0) {  // per slab: 128 loader arrivals by cp.async; slab 0 also 128 plain ones (key validity)
-      CUTE_UNROLL
-      for (int b = 0; b < 2; ++b) {
-        CUTE_UNROLL
-        for (int s = 0; s < Cfg::kSlabs; ++s) Barrier::init(&ss.kv_full[b][s], s == 0 ? 256 : 128);
-      }
-      cutlass::arch::fence_barrier_init();
-    }
-    __syncthreads();
-  }
-  uint32_t kv_phase = 0;  // pipelined: bit b is the parity of buffer b's next fill
-
   Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Cfg::SmemLayoutQ{});
+  Tensor sP = make_tensor(make_smem_ptr(ss.p), typename Cfg::SmemLayoutP{});
+  typename Cfg::TiledMmaS mma_s;
   typename Cfg::TiledMmaO mma_o;
+  auto thr_s = mma_s.get_thread_slice(wg_tid);
   auto thr_o = mma_o.get_thread_slice(wg_tid);
+
+  Tensor tSrQ = thr_s.partition_fragment_A(sQ);
+  Tensor tOrP = thr_o.partition_fragment_A(sP);
+  Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _32>{});
   Tensor tOrO = partition_fragment_C(mma_o, Shape<_64, _256>{});
+  Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _32>{}));
   Tensor tOcO = thr_o.partition_C(make_identity_tensor(Shape<_64, _256>{}));
+  Tensor tSsP = thr_s.partition_C(local_tile(sP, Shape<_64, _32>{}, make_coord(0, wg)));
 
   // The two accumulator rows this thread holds (wgmma C layout: warp w of the warpgroup has rows
   // 16w..16w+15, lane l rows l/4 and l/4 + 8).
@@ -211,10 +164,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   const int my_row0 = (wg_tid / 32) * 16 + lane / 4;
   auto slot_of = [](int v) { return (v >> 1) & 1; };
 
-  // Q and the split-token gather: thread t copies chunks t%4, t%4+4, ... of row t/4. Pipelined
-  // gather: loader thread t copies the half t%2 of every slab of row t/2.
+  // Gather: thread t copies chunks t%4, t%4+4, ... of row t/4.
   const int copy_row = tid / 4, copy_chunk0 = tid % 4;
-  const int load_row = wg_tid / 2, load_half = wg_tid % 2;
   const CacheElement* kv = static_cast<const CacheElement*>(p.kv);
   const Element* q = static_cast<const Element*>(p.q);
 
@@ -228,12 +179,12 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     const int n_splits = p.num_splits[req + 1] - first_split;
     const int slot = req == part.begin_req ? part.begin_slot : first_split;
 
-    // Where row `row` of a tile lives (-1: past the length): the page (dense) or the slot index as
-    // stored (sparse). The lookups for coming tiles are issued early; an index is checked only where
-    // it is used (`usable`), since checking it at once would make the thread wait for the load
-    // (ncu: 12% of all stalls on that compare).
-    auto row_source = [&](int tile, int row) -> int {
-      const int token = tile * kTileTokens + row;
+    // Where this thread's row of a tile lives (-1: past the length): the page (dense) or the slot
+    // index as stored (sparse). The lookups for the next tiles are issued while a tile is computed;
+    // an index is checked only where it is used (`usable`), since checking it here would make the
+    // thread wait for the load at once (ncu: 12% of all stalls on that compare).
+    auto row_source = [&](int tile) -> int {
+      const int token = tile * kTileTokens + copy_row;
       if (token >= seqlen) return -1;
       if constexpr (kSparse) {
         return p.indices[req * p.idx_stride_b + kvh * p.idx_stride_h + token];
@@ -244,11 +195,37 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     auto usable = [&](int source) -> int {  // -1: no key to read (sparse: invalid when < 0 or >= capacity)
       return !kSparse || (source >= 0 && source < p.capacity) ? source : -1;
     };
-    auto row_address = [&](int tile, int row, int source) -> const CacheElement* {
-      const int offset = kSparse ? source % p.page_size : (tile * kTileTokens + row) % p.page_size;
+    auto row_address = [&](int tile, int source) -> const CacheElement* {
+      const int offset = kSparse ? source % p.page_size : (tile * kTileTokens + copy_row) % p.page_size;
       const int block = kSparse ? source / p.page_size : source;
       return source < 0 ? kv : kv + int64_t(block) * p.kv_stride_block + int64_t(offset) * p.kv_stride_page +
                                    int64_t(kvh) * p.kv_stride_h;
+    };
+    // The asynchronous part of a tile's gather: the whole row, or (fp8) its RoPE part.
+    auto load_kv_tile = [&](int tile, int source, int buf) {
+      source = usable(source);
+      if constexpr (kFp8) {
+        load_rope_async(ss.k[buf], copy_row, copy_chunk0, row_address(tile, source), source >= 0);
+      } else {
+        load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, source >= 0, row_address(tile, source));
+      }
+      if (kSparse && copy_chunk0 == 0) ss.key_valid[buf][copy_row] = source >= 0;
+    };
+    Fp8HalfRow fp8_half;  // kFp8: half a row of a coming tile, between its load and its dequantizing store
+    auto fp8_load = [&](int tile, int source, int half) {
+      source = usable(source);
+      if constexpr (kFp8) fp8_half.load(row_address(tile, source), source >= 0, copy_chunk0, half);
+    };
+    auto fp8_store = [&](int buf, int half) {
+      if constexpr (kFp8) fp8_half.store(ss.k[buf], copy_row, copy_chunk0, half);
+    };
+    // Rows of a coming tile into L2, one bulk prefetch per row: its gather (cp.async, or fp8 register
+    // loads) then reads L2, and DRAM has two tiles in flight per CTA instead of one.
+    auto prefetch_l2 = [&](int tile, int source) {
+      source = usable(source);
+      if ((kFp8 || p.l2_prefetch) && source >= 0 && copy_chunk0 == 0) {
+        prefetch_row_l2(row_address(tile, source), kFp8 ? kFp8RowBytes : kD * int(sizeof(Element)));
+      }
     };
 
     {  // Q tile: rows past the problem's rows are zero
@@ -261,6 +238,22 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       }
       load_tile_row<kChunks>(ss.q, copy_row, copy_chunk0, valid, src);
     }
+    if (tile_lo < tile_hi) {
+      const int source = row_source(tile_lo);
+      load_kv_tile(tile_lo, source, 0);
+      if constexpr (kFp8) {  // the first tile is dequantized up front; half A of the second is loaded
+        fp8_load(tile_lo, source, 0);
+        fp8_store(0, 0);
+        fp8_load(tile_lo, source, 1);
+        fp8_store(0, 1);
+      }
+    }
+    cp_async_commit();
+    int next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1) : -1;
+    if (kFp8 && tile_lo + 1 < tile_hi) fp8_load(tile_lo + 1, next_source, 0);
+    // rows of tile + 3 are prefetched into L2 a whole iteration before their gather starts
+    int prefetch_source = -1;
+    if (tile_lo + 2 < tile_hi) prefetch_l2(tile_lo + 2, row_source(tile_lo + 2));
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
@@ -272,20 +265,86 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       const int grow = m_tile * kTileRows + my_row0 + 8 * k;
       last_key[k] = p.causal ? min(seqlen - 1, seqlen - p.s_q + grow / heads_per_kv) : seqlen - 1;
     }
-    // Scales a row's scores into log2 units and masks the keys it may not see.
-    auto masked_score = [&](float s, int buf, int col, int token, int k) {
-      const bool attended = kSparse ? ss.key_valid[buf][col] != 0 : token <= last_key[k];
-      return attended ? s * p.scale_log2 : kNegInf;
-    };
-    auto rescale_o = [&](const float (&factor)[2]) {
-      if (factor[0] != 1.f || factor[1] != 1.f) {  // the running max rarely moves after a few tiles
-        CUTE_UNROLL
-        for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[slot_of(i)];
+
+    for (int tile = tile_lo; tile < tile_hi; ++tile) {
+      const int buf = (tile - tile_lo) & 1;
+      cp_async_wait<0>();                        // this thread's rows of tile (and Q) have landed
+      cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
+      // One barrier per tile: every thread's rows are visible, and every warp has finished the
+      // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
+      __syncthreads();
+      const int source1 = next_source;  // of tile + 1
+      if (tile + 1 < tile_hi) {
+        load_kv_tile(tile + 1, source1, buf ^ 1);
+        cp_async_commit();
+        next_source = tile + 2 < tile_hi ? row_source(tile + 2) : -1;
       }
-    };
-    // O_w += P V_w for the tile in buffer `buf` with P at `p_smem`
-    auto issue_pv = [&](int buf, Element* p_smem) {
-      Tensor tOrP = thr_o.partition_fragment_A(make_tensor(make_smem_ptr(p_smem), SmemLayoutP{}));
+      prefetch_source = tile + 3 < tile_hi ? row_source(tile + 3) : -1;
+
+      // S = Q K^T for this warpgroup's 32 tokens
+      Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
+      Tensor tSrK = thr_s.partition_fragment_B(local_tile(sK, Shape<_32, Int<kD>>{}, make_coord(wg, 0)));
+      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
+      warpgroup_fence_operand(tSrS);
+      warpgroup_arrive();
+      CUTE_UNROLL
+      for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
+        cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
+        mma_s.accumulate_ = GMMA::ScaleOut::One;
+      }
+      warpgroup_commit_batch();
+      if (kFp8 && tile + 1 < tile_hi) {  // under QK: half A of tile + 1 into the free buffer, load half B
+        fp8_store(buf ^ 1, 0);
+        fp8_load(tile + 1, source1, 1);
+      }
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+
+      // mask (length, causal), scale into log2 units, tile row maxima
+      float tile_max[2] = {kNegInf, kNegInf};
+      const int tile_token0 = tile * kTileTokens + wg * 32;
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); ++i) {
+        const int token = tile_token0 + get<1>(tScS(i));
+        const bool attended = kSparse ? ss.key_valid[buf][wg * 32 + get<1>(tScS(i))] != 0
+                                      : token <= last_key[slot_of(i)];
+        const float s = attended ? tSrS(i) * p.scale_log2 : kNegInf;
+        tSrS(i) = s;
+        tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], s);
+      }
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        tile_max[k] = quad_max(tile_max[k]);
+        if (lane % 4 == 0) ss.row_max[wg][my_row0 + 8 * k] = tile_max[k];
+      }
+      named_barrier(1, 256);
+      float rescale[2], m_use[2];
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        const int r = my_row0 + 8 * k;
+        const float m_new = fmaxf(row_max[k], fmaxf(ss.row_max[0][r], ss.row_max[1][r]));
+        rescale[k] = m_new == kNegInf ? 1.f : exp2f(row_max[k] - m_new);
+        m_use[k] = m_new == kNegInf ? 0.f : m_new;
+        row_max[k] = m_new;
+        row_sum[k] *= rescale[k];
+      }
+      // P: adjacent accumulator values are adjacent columns, stored as one 32-bit pair
+      CUTE_UNROLL
+      for (int i = 0; i < size(tSrS); i += 2) {
+        const int k = slot_of(i);
+        const float p0 = exp2f(tSrS(i) - m_use[k]), p1 = exp2f(tSrS(i + 1) - m_use[k]);
+        row_sum[k] += p0 + p1;
+        Element pair[2] = {Element(p0), Element(p1)};
+        *reinterpret_cast<uint32_t*>(&tSsP(i)) = *reinterpret_cast<const uint32_t*>(pair);
+      }
+      if (rescale[0] != 1.f || rescale[1] != 1.f) {  // the running max rarely moves after a few tiles
+        CUTE_UNROLL
+        for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= rescale[slot_of(i)];
+      }
+      cutlass::arch::fence_view_async_shared();  // P stores -> wgmma reads
+      named_barrier(1, 256);
+
+      // O_w += P V_w
       Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutVt{});
       Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
       warpgroup_fence_operand(tOrO);
@@ -293,275 +352,28 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       CUTE_UNROLL
       for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
       warpgroup_commit_batch();
-    };
-
-    if constexpr (kPipelined) {
-      auto p_of = [&](int buf) -> Element* {
-        if constexpr (Cfg::kPInRopeSlab) return ss.k[buf] + kHeadDimV * kTileTokens;  // slab 8
-        else return ss.p[buf];
-      };
-      // Loaders: the whole tile, slab by slab, each slab's mbarrier told when this thread's copies land.
-      auto load_kv_tile = [&](int tile, int source, int buf) {
-        source = usable(source);
-        const CacheElement* src = row_address(tile, load_row, source);
-        if (kSparse && load_half == 0) ss.key_valid[buf][load_row] = source >= 0;
-        CUTE_UNROLL
-        for (int s = 0; s < Cfg::kSlabs; ++s) {
-          load_row_slab_half(ss.k[buf], load_row, s, load_half, source >= 0, src);
-          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.kv_full[buf][s]);
-          if (s == 0) Barrier::arrive(&ss.kv_full[buf][0]);  // releases the key-validity bytes
-        }
-      };
-      cp_async_commit();  // the Q group; the loaders' tile copies below are tracked by mbarriers only
-      if (wg == 1) {
-        CUTE_UNROLL
-        for (int i = 0; i < 2; ++i) {
-          if (tile_lo + i < tile_hi) load_kv_tile(tile_lo + i, row_source(tile_lo + i, load_row), i);
-        }
+      if (kFp8 && tile + 1 < tile_hi) {  // under PV: half B of tile + 1, then load half A of tile + 2
+        fp8_store(buf ^ 1, 1);
+        if (tile + 2 < tile_hi) fp8_load(tile + 2, next_source, 0);
       }
-      cp_async_wait<0>();
-      cutlass::arch::fence_view_async_shared();  // Q (cp.async) -> wgmma
-      __syncthreads();
-
-      if (wg == 0) {
-        typename Cfg::TiledMmaS mma_s;
-        auto thr_s = mma_s.get_thread_slice(wg_tid);
-        Tensor tSrQ = thr_s.partition_fragment_A(sQ);
-        Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _64>{});
-        Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _64>{}));
-        for (int tile = tile_lo; tile < tile_hi; ++tile) {
-          const int buf = (tile - tile_lo) & 1;
-          if (tile > tile_lo) {  // P V_0 of the previous tile is done: the loaders may refill its buffer
-            warpgroup_wait<0>();
-            warpgroup_fence_operand(tOrO);
-            if (tile + 1 < tile_hi) named_barrier_arrive(kBarBufferRead + (buf ^ 1), 256);
-          }
-          // S = Q K^T, each slab's wgmmas issued as soon as it has landed
-          Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
-          Tensor tSrK = thr_s.partition_fragment_B(sK);
-          const uint32_t parity = (kv_phase >> buf) & 1;
-          kv_phase ^= 1u << buf;
-          mma_s.accumulate_ = GMMA::ScaleOut::Zero;
-          warpgroup_fence_operand(tSrS);
-          CUTE_UNROLL
-          for (int s = 0; s < Cfg::kSlabs; ++s) {
-            Barrier::wait(&ss.kv_full[buf][s], parity);  // no proxy fence: the mbarrier orders cp.async data
-            warpgroup_arrive();
-            CUTE_UNROLL
-            for (int kb = 4 * s; kb < 4 * s + 4; ++kb) {
-              cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
-              mma_s.accumulate_ = GMMA::ScaleOut::One;
-            }
-          }
-          warpgroup_commit_batch();
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(tSrS);
-
-          // mask, scale into log2 units, online softmax over the whole tile row (a row lives in a quad)
-          float tile_max[2] = {kNegInf, kNegInf};
-          CUTE_UNROLL
-          for (int i = 0; i < size(tSrS); ++i) {
-            const int col = get<1>(tScS(i));
-            tSrS(i) = masked_score(tSrS(i), buf, col, tile * kTileTokens + col, slot_of(i));
-            tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], tSrS(i));
-          }
-          float rescale[2], m_use[2];
-          CUTE_UNROLL
-          for (int k = 0; k < 2; ++k) {
-            const float m_new = fmaxf(row_max[k], quad_max(tile_max[k]));
-            rescale[k] = m_new == kNegInf ? 1.f : exp2f(row_max[k] - m_new);
-            m_use[k] = m_new == kNegInf ? 0.f : m_new;
-            row_max[k] = m_new;
-            row_sum[k] *= rescale[k];
-            if (lane % 4 == 0) ss.row_max[buf][my_row0 + 8 * k] = rescale[k];
-          }
-          // P over the tile's RoPE slab: adjacent accumulator values are adjacent columns (one 32-bit pair)
-          Tensor tSsP = thr_s.partition_C(make_tensor(make_smem_ptr(p_of(buf)), SmemLayoutP{}));
-          CUTE_UNROLL
-          for (int i = 0; i < size(tSrS); i += 2) {
-            const int k = slot_of(i);
-            const float p0 = exp2f(tSrS(i) - m_use[k]), p1 = exp2f(tSrS(i + 1) - m_use[k]);
-            row_sum[k] += p0 + p1;
-            Element pair[2] = {Element(p0), Element(p1)};
-            *reinterpret_cast<uint32_t*>(&tSsP(i)) = *reinterpret_cast<const uint32_t*>(pair);
-          }
-          cutlass::arch::fence_view_async_shared();  // P stores -> wgmma reads (both warpgroups)
-          named_barrier_arrive(kBarPReady + buf, 256);
-          rescale_o(rescale);
-          issue_pv(buf, p_of(buf));
-        }
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-      } else {
-        int next_source = tile_lo + 2 < tile_hi ? row_source(tile_lo + 2, load_row) : -1;
-        for (int tile = tile_lo; tile < tile_hi; ++tile) {
-          const int buf = (tile - tile_lo) & 1;
-          named_barrier(kBarPReady + buf, 256);  // P(tile) and its rescale factors are published
-          float rescale[2];
-          CUTE_UNROLL
-          for (int k = 0; k < 2; ++k) rescale[k] = ss.row_max[buf][my_row0 + 8 * k];
-          rescale_o(rescale);
-          issue_pv(buf, p_of(buf));
-          warpgroup_wait<0>();
-          warpgroup_fence_operand(tOrO);
-          if (tile + 2 < tile_hi) {
-            named_barrier(kBarBufferRead + buf, 256);  // warpgroup 0 is done with this buffer too
-            load_kv_tile(tile + 2, next_source, buf);
-            next_source = tile + 3 < tile_hi ? row_source(tile + 3, load_row) : -1;
-          }
-        }
-      }
-    } else {
-      typename Cfg::TiledMmaSHalf mma_s;
-      auto thr_s = mma_s.get_thread_slice(wg_tid);
-      Tensor sP = make_tensor(make_smem_ptr(ss.p[0]), SmemLayoutP{});
-      Tensor tSrQ = thr_s.partition_fragment_A(sQ);
-      Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _32>{});
-      Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _32>{}));
-      Tensor tSsP = thr_s.partition_C(local_tile(sP, Shape<_64, _32>{}, make_coord(0, wg)));
-
-      // The asynchronous part of a tile's gather: the whole row, or (fp8) its RoPE part.
-      auto load_kv_tile = [&](int tile, int source, int buf) {
-        source = usable(source);
-        if constexpr (kFp8) {
-          load_rope_async(ss.k[buf], copy_row, copy_chunk0, row_address(tile, copy_row, source), source >= 0);
-        } else {
-          load_tile_row<kChunks>(ss.k[buf], copy_row, copy_chunk0, source >= 0, row_address(tile, copy_row, source));
-        }
-        if (kSparse && copy_chunk0 == 0) ss.key_valid[buf][copy_row] = source >= 0;
-      };
-      Fp8HalfRow fp8_half;  // kFp8: half a row of a coming tile, between its load and its dequantizing store
-      auto fp8_load = [&](int tile, int source, int half) {
-        source = usable(source);
-        if constexpr (kFp8) fp8_half.load(row_address(tile, copy_row, source), source >= 0, copy_chunk0, half);
-      };
-      auto fp8_store = [&](int buf, int half) {
-        if constexpr (kFp8) fp8_half.store(ss.k[buf], copy_row, copy_chunk0, half);
-      };
-      auto fp8_prefetch = [&](int source) {
-        source = usable(source);
-        if constexpr (kFp8) {
-          if (source >= 0) fp8_prefetch_l2(row_address(0, copy_row, source), copy_chunk0);
-        }
-      };
-
-      if (tile_lo < tile_hi) {
-        const int source = row_source(tile_lo, copy_row);
-        load_kv_tile(tile_lo, source, 0);
-        if constexpr (kFp8) {  // the first tile is dequantized up front; half A of the second is loaded
-          fp8_load(tile_lo, source, 0);
-          fp8_store(0, 0);
-          fp8_load(tile_lo, source, 1);
-          fp8_store(0, 1);
-        }
-      }
-      cp_async_commit();
-      int next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1, copy_row) : -1;
-      if (kFp8 && tile_lo + 1 < tile_hi) fp8_load(tile_lo + 1, next_source, 0);
-      // fp8: rows of tile + 3 are prefetched into L2 a whole iteration before their register loads
-      int prefetch_source = -1;
-      if (kFp8 && tile_lo + 2 < tile_hi) fp8_prefetch(row_source(tile_lo + 2, copy_row));
-
-      for (int tile = tile_lo; tile < tile_hi; ++tile) {
-        const int buf = (tile - tile_lo) & 1;
-        cp_async_wait<0>();                        // this thread's rows of tile (and Q) have landed
-        cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
-        // One barrier per tile: every thread's rows are visible, and every warp has finished the
-        // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
-        __syncthreads();
-        const int source1 = next_source;  // of tile + 1
-        if (tile + 1 < tile_hi) {
-          load_kv_tile(tile + 1, source1, buf ^ 1);
-          cp_async_commit();
-          next_source = tile + 2 < tile_hi ? row_source(tile + 2, copy_row) : -1;
-        }
-        if (kFp8) prefetch_source = tile + 3 < tile_hi ? row_source(tile + 3, copy_row) : -1;
-
-        // S = Q K^T for this warpgroup's 32 tokens
-        Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
-        Tensor tSrK = thr_s.partition_fragment_B(local_tile(sK, Shape<_32, Int<kD>>{}, make_coord(wg, 0)));
-        mma_s.accumulate_ = GMMA::ScaleOut::Zero;
-        warpgroup_fence_operand(tSrS);
-        warpgroup_arrive();
-        CUTE_UNROLL
-        for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
-          cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
-          mma_s.accumulate_ = GMMA::ScaleOut::One;
-        }
-        warpgroup_commit_batch();
-        if (kFp8 && tile + 1 < tile_hi) {  // under QK: half A of tile + 1 into the free buffer, load half B
-          fp8_store(buf ^ 1, 0);
-          fp8_load(tile + 1, source1, 1);
-        }
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tSrS);
-
-        // mask (length, causal), scale into log2 units, tile row maxima
-        float tile_max[2] = {kNegInf, kNegInf};
-        CUTE_UNROLL
-        for (int i = 0; i < size(tSrS); ++i) {
-          const int col = wg * 32 + get<1>(tScS(i));
-          tSrS(i) = masked_score(tSrS(i), buf, col, tile * kTileTokens + col, slot_of(i));
-          tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], tSrS(i));
-        }
-        CUTE_UNROLL
-        for (int k = 0; k < 2; ++k) {
-          tile_max[k] = quad_max(tile_max[k]);
-          if (lane % 4 == 0) ss.row_max[wg][my_row0 + 8 * k] = tile_max[k];
-        }
-        named_barrier(kBarExchange, 256);
-        float rescale[2], m_use[2];
-        CUTE_UNROLL
-        for (int k = 0; k < 2; ++k) {
-          const int r = my_row0 + 8 * k;
-          const float m_new = fmaxf(row_max[k], fmaxf(ss.row_max[0][r], ss.row_max[1][r]));
-          rescale[k] = m_new == kNegInf ? 1.f : exp2f(row_max[k] - m_new);
-          m_use[k] = m_new == kNegInf ? 0.f : m_new;
-          row_max[k] = m_new;
-          row_sum[k] *= rescale[k];
-        }
-        // P: adjacent accumulator values are adjacent columns, stored as one 32-bit pair
-        CUTE_UNROLL
-        for (int i = 0; i < size(tSrS); i += 2) {
-          const int k = slot_of(i);
-          const float p0 = exp2f(tSrS(i) - m_use[k]), p1 = exp2f(tSrS(i + 1) - m_use[k]);
-          row_sum[k] += p0 + p1;
-          Element pair[2] = {Element(p0), Element(p1)};
-          *reinterpret_cast<uint32_t*>(&tSsP(i)) = *reinterpret_cast<const uint32_t*>(pair);
-        }
-        rescale_o(rescale);
-        cutlass::arch::fence_view_async_shared();  // P stores -> wgmma reads
-        named_barrier(kBarExchange, 256);
-
-        issue_pv(buf, ss.p[0]);
-        if (kFp8 && tile + 1 < tile_hi) {  // under PV: half B of tile + 1, then load half A of tile + 2
-          fp8_store(buf ^ 1, 1);
-          if (tile + 2 < tile_hi) fp8_load(tile + 2, next_source, 0);
-          fp8_prefetch(prefetch_source);
-        }
-        warpgroup_wait<0>();
-        warpgroup_fence_operand(tOrO);
-      }
-      cp_async_wait<0>();
+      if (tile + 3 < tile_hi) prefetch_l2(tile + 3, prefetch_source);
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
     }
+    cp_async_wait<0>();
 
-    // Epilogue: each row's total sum and maximum (pipelined: warpgroup 0 holds them; split-token:
-    // each warpgroup holds the sum over its tokens), then the final or partial output.
+    // Epilogue: total row sums across the two warpgroups, then the final or partial output.
     CUTE_UNROLL
     for (int k = 0; k < 2; ++k) {
       const float s = quad_sum(row_sum[k]);
-      if (lane % 4 == 0 && (!kPipelined || wg == 0)) {
-        ss.row_sum[wg][my_row0 + 8 * k] = s;
-        if (kPipelined) ss.row_sum[1][my_row0 + 8 * k] = row_max[k];
-      }
+      if (lane % 4 == 0) ss.row_sum[wg][my_row0 + 8 * k] = s;
     }
-    named_barrier(kBarExchange, 256);
+    named_barrier(1, 256);
     float inv_sum[2], lse2[2];
     CUTE_UNROLL
     for (int k = 0; k < 2; ++k) {
       const int r = my_row0 + 8 * k;
-      const float total = kPipelined ? ss.row_sum[0][r] : ss.row_sum[0][r] + ss.row_sum[1][r];
-      row_max[k] = kPipelined ? ss.row_sum[1][r] : row_max[k];
+      const float total = ss.row_sum[0][r] + ss.row_sum[1][r];
       inv_sum[k] = total > 0.f ? 1.f / total : 0.f;
       lse2[k] = total > 0.f ? row_max[k] + log2f(total) : kNegInf;
     }
@@ -637,10 +449,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 #endif
 }
 
-template <typename Element, int kD, KeySource kSource, MainLoop kLoop>
+template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   using Cfg = AttentionConfig<Element, kD>;
-  auto kernel = mla_attention_kernel<Element, kD, kSource, kLoop>;
+  auto kernel = mla_attention_kernel<Element, kD, kSource>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;

@@ -12,11 +12,11 @@ enum class DType { kBF16, kFP16 };
 cudaError_t launch_plan(const PlanParams& p, cudaStream_t stream);
 cudaError_t launch_combine(const CombineParams& p, DType dtype, cudaStream_t stream);
 
-template <typename Element, int kHeadDimQK, KeySource kSource, MainLoop kLoop>
+template <typename Element, int kHeadDimQK, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream);
 
 // Dispatch over the compiled instantiations (instantiations/*.cu); cudaErrorInvalidValue if absent.
 cudaError_t launch_attention(const AttentionParams& p, DType dtype, int head_dim_qk, KeySource source,
-                             MainLoop loop, int num_parts, cudaStream_t stream);
+                             int num_parts, cudaStream_t stream);
 
 }  // namespace flashmla_sm90

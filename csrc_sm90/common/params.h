@@ -20,13 +20,6 @@ static_assert(sizeof(SchedulePart) == 32, "the plan buffer is int32 [num_parts, 
 // over a cache of d_qk 16-bit values or of fp8_v32 rows (656 bytes: e4m3 latent, scales, bf16 RoPE).
 enum class KeySource { kPaged, kIndexed, kIndexedFp8 };
 
-// The attention kernel's two main loops (attention/kernel.cuh). kPipelined gives the warpgroups
-// roles (scores / loads) and wins where compute dominates: keys re-read from L2 by several CTAs (dense
-// decode with more than 64 rows per KV head, sparse prefill). kSplitToken runs both warpgroups in lock
-// step with all 256 threads gathering, and wins where every tile comes from DRAM (one CTA per KV tile,
-// sparse decode's random rows); it is also the fp8_v32 loop. Measured: docs/benchmarks/sm90-dense-decode.md.
-enum class MainLoop { kSplitToken, kPipelined };
-
 constexpr int kTileTokens = 64;       // tokens per KV tile (the scheduling unit), independent of page size
 constexpr int kTileRows = 64;         // query rows per CTA (s_q * h_q / h_kv rows of one KV head)
 constexpr int kHeadDimV = 512;
@@ -61,6 +54,7 @@ struct AttentionParams {
   int rows;                   // s_q * h_q / h_kv: query rows per KV head
   float scale_log2;           // softmax_scale * log2(e)
   bool causal;
+  bool l2_prefetch;           // 16-bit caches: prefetch coming tiles' rows into L2 (fp8_v32 always does)
 };
 
 struct PlanParams {
