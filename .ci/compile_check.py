@@ -1,6 +1,6 @@
 """Compile-checks every CUDA source of the CUDA backends with plain nvcc (no torch, no GPU needed).
 
-For each .cu of csrc_sm90 (target sm_90a): nvcc -c with -DNDEBUG and the pinned CUTLASS headers;
+For each .cu of csrc_sm90 and benchmarks/micro (target sm_90a): nvcc -c with -DNDEBUG and the pinned CUTLASS headers;
 fails on compile errors, on any register spill reported by ptxas, and on ptxas warning C7510
 (wgmma serialized). Runs two compilations at a time.
 """
@@ -16,7 +16,8 @@ import sys
 import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TARGETS = {"csrc_sm90": ["-gencode", "arch=compute_90a,code=sm_90a"]}
+TARGETS = {"csrc_sm90": ["-gencode", "arch=compute_90a,code=sm_90a"],
+           "benchmarks/micro": ["-gencode", "arch=compute_90a,code=sm_90a"]}
 
 
 def cutlass_include() -> str:

@@ -10,14 +10,18 @@ from collections import Counter
 
 
 def main(path, top=30):
-    rows = list(csv.DictReader(open(path, newline="")))
+    with open(path, newline="") as f:
+        first = f.readline()  # "Kernel Name", ... when ncu prints the kernel first
+        if not first.startswith('"Kernel Name"'):
+            f.seek(0)
+        rows = [{k: v for k, v in r.items() if k} for r in csv.DictReader(f)]
+    rows = [r for r in rows if str(r.get("Address", "")).startswith("0x")]
     if not rows:
         print("no rows")
         return
     cols = list(rows[0].keys())
-    print("columns:", ", ".join(cols))
     sample_col = next(c for c in cols if c.startswith("Warp Stall Sampling (All"))
-    stall_cols = [c for c in cols if c.startswith("stall_") or "Stall" in c and c != sample_col and "Not-issued" not in c]
+    stall_cols = [c for c in cols if c.startswith("stall_") and "Not Issued" not in c]
 
     def num(v):
         try:
@@ -34,9 +38,10 @@ def main(path, top=30):
     for c, v in reasons.most_common(12):
         print(f"  {v / total:6.1%}  {c}")
     ranked = sorted(rows, key=lambda r: -num(r[sample_col]))[:top]
+    index = {id(r): i for i, r in enumerate(rows)}
     for r in ranked:
         top_reason = max(stall_cols, key=lambda c: num(r[c])) if stall_cols else ""
-        print(f"{num(r[sample_col]) / total:6.1%}  {r.get('Address', ''):>6}  {r.get('Source', '')[:70]:70s}  {top_reason}")
+        print(f"{num(r[sample_col]) / total:6.1%}  #{index[id(r)]:<5d} {r.get('Source', '').strip()[:70]:70s}  {top_reason}")
 
 
 if __name__ == "__main__":

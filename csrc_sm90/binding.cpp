@@ -4,8 +4,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 
 #include "common/api.h"
@@ -71,13 +69,6 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   return {schedule, num_splits};
 }
 
-// L2 prefetch of coming KV tiles (AttentionParams::l2_prefetch): on unless FLASHMLA_SM90_L2_PREFETCH=0
-// (for A/B measurements).
-bool l2_prefetch() {
-  static const char* env = std::getenv("FLASHMLA_SM90_L2_PREFETCH");
-  return env == nullptr || std::strcmp(env, "0") != 0;
-}
-
 int64_t default_num_parts(torch::Tensor like, int64_t h_kv, int64_t rows) {
   const int64_t m_tiles = (rows + fm::kTileRows - 1) / fm::kTileRows;
   return std::max<int64_t>(1, num_sms(like.device()) / (h_kv * m_tiles));
@@ -127,7 +118,6 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.rows = int(rows);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
-  p.l2_prefetch = l2_prefetch();
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 
@@ -217,7 +207,6 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.capacity = capacity;
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = false;
-  p.l2_prefetch = l2_prefetch();
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));

@@ -81,6 +81,12 @@ struct Fp8HalfRow {
   }
 };
 
+// One bulk L2 prefetch per cache row (656 bytes), by the row's first thread; a missing row (-1
+// source -> the cache base) is harmless to prefetch.
+__device__ __forceinline__ void fp8_prefetch_l2(const uint8_t* row, int chunk0) {
+  if (chunk0 == 0) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(row), "n"(kFp8RowBytes));
+}
+
 // cp.async of this thread's two RoPE chunks into slab 8 (bf16 dims 512..575) of the tile, zero-filled
 // for a missing key (`src_row` must still be a mapped address then).
 __device__ __forceinline__ void load_rope_async(void* smem_tile, int row, int chunk0, const uint8_t* src_row,

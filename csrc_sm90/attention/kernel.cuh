@@ -219,12 +219,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     auto fp8_store = [&](int buf, int half) {
       if constexpr (kFp8) fp8_half.store(ss.k[buf], copy_row, copy_chunk0, half);
     };
-    // Rows of a coming tile into L2, one bulk prefetch per row: its gather (cp.async, or fp8 register
-    // loads) then reads L2, and DRAM has two tiles in flight per CTA instead of one.
-    auto prefetch_l2 = [&](int tile, int source) {
+    auto fp8_prefetch = [&](int source) {
       source = usable(source);
-      if ((kFp8 || p.l2_prefetch) && source >= 0 && copy_chunk0 == 0) {
-        prefetch_row_l2(row_address(tile, source), kFp8 ? kFp8RowBytes : kD * int(sizeof(Element)));
+      if constexpr (kFp8) {
+        if (source >= 0) fp8_prefetch_l2(row_address(0, source), copy_chunk0);
       }
     };
 
@@ -251,9 +249,9 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     cp_async_commit();
     int next_source = tile_lo + 1 < tile_hi ? row_source(tile_lo + 1) : -1;
     if (kFp8 && tile_lo + 1 < tile_hi) fp8_load(tile_lo + 1, next_source, 0);
-    // rows of tile + 3 are prefetched into L2 a whole iteration before their gather starts
+    // fp8: rows of tile + 3 are prefetched into L2 a whole iteration before their register loads
     int prefetch_source = -1;
-    if (tile_lo + 2 < tile_hi) prefetch_l2(tile_lo + 2, row_source(tile_lo + 2));
+    if (kFp8 && tile_lo + 2 < tile_hi) fp8_prefetch(row_source(tile_lo + 2));
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
@@ -279,7 +277,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         cp_async_commit();
         next_source = tile + 2 < tile_hi ? row_source(tile + 2) : -1;
       }
-      prefetch_source = tile + 3 < tile_hi ? row_source(tile + 3) : -1;
+      if (kFp8) prefetch_source = tile + 3 < tile_hi ? row_source(tile + 3) : -1;
 
       // S = Q K^T for this warpgroup's 32 tokens
       Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
@@ -355,8 +353,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       if (kFp8 && tile + 1 < tile_hi) {  // under PV: half B of tile + 1, then load half A of tile + 2
         fp8_store(buf ^ 1, 1);
         if (tile + 2 < tile_hi) fp8_load(tile + 2, next_source, 0);
+        fp8_prefetch(prefetch_source);
       }
-      if (tile + 3 < tile_hi) prefetch_l2(tile + 3, prefetch_source);
       warpgroup_wait<0>();
       warpgroup_fence_operand(tOrO);
     }

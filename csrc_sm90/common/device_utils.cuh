@@ -14,11 +14,6 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
 }
 
-// Bulk prefetch of `bytes` (a multiple of 16, 16-byte aligned address) into L2.
-__device__ __forceinline__ void prefetch_row_l2(const void* row, int bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(row), "r"(bytes));
-}
-
 // wgmma accumulator rows are spread over the 4 lanes of a quad.
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, 1));

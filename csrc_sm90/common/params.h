@@ -54,7 +54,6 @@ struct AttentionParams {
   int rows;                   // s_q * h_q / h_kv: query rows per KV head
   float scale_log2;           // softmax_scale * log2(e)
   bool causal;
-  bool l2_prefetch;           // 16-bit caches: prefetch coming tiles' rows into L2 (fp8_v32 always does)
 };
 
 struct PlanParams {
