@@ -1,8 +1,8 @@
 """Compile-checks every CUDA source of the CUDA backends with plain nvcc (no torch, no GPU needed).
 
 For each .cu of csrc_sm90 and benchmarks/micro (target sm_90a): nvcc -c with -DNDEBUG and the pinned
-CUTLASS headers; fails on compile errors, on any register spill reported by ptxas, and on ptxas warning C7510
-(wgmma serialized). Runs two compilations at a time.
+CUTLASS headers; fails on compile errors, on any register spill reported by ptxas, and on ptxas
+warning C7510 (wgmma serialized). Runs two compilations at a time.
 """
 from __future__ import annotations
 
