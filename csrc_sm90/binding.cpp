@@ -4,6 +4,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "common/api.h"
@@ -69,6 +71,43 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   return {schedule, num_splits};
 }
 
+// The paged cache as a TMA tensor (AttentionParams::kv_tma) when its tiles can come by TMA: page_size a
+// multiple of 64 (a 64-token tile inside one page), 16-byte aligned base and strides. False otherwise
+// (or with FLASHMLA_SM90_TMA=0, for A/B measurements): the kernel gathers rows with cp.async.
+bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
+  static const char* env = std::getenv("FLASHMLA_SM90_TMA");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  const int64_t es = kv.element_size(), page = kv.size(1), h_kv = kv.size(2), d = kv.size(3);
+  if (page % fm::kTileTokens != 0 || reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 != 0 || kv.stride(3) != 1) {
+    return false;
+  }
+  // strides of the outer dims in bytes; a dim of size 1 may carry any stride, so give it a legal one
+  const int64_t page_b = kv.stride(1) * es;
+  const int64_t head_b = h_kv == 1 ? page_b * page : kv.stride(2) * es;
+  const int64_t block_b = kv.size(0) == 1 ? head_b * h_kv : kv.stride(0) * es;
+  for (int64_t s : {page_b, head_b, block_b}) {
+    if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
+  }
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static Encode encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    const bool ok = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                                     &found) == cudaSuccess && found == cudaDriverEntryPointSuccess;
+    return ok ? reinterpret_cast<Encode>(fn) : nullptr;
+  }();
+  if (encode == nullptr) return false;
+  const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(page), cuuint64_t(h_kv), cuuint64_t(kv.size(0))};
+  const cuuint64_t strides[3] = {cuuint64_t(page_b), cuuint64_t(head_b), cuuint64_t(block_b)};
+  const cuuint32_t box[4] = {64, cuuint32_t(fm::kTileTokens), 1, 1}, unit[4] = {1, 1, 1, 1};
+  const auto type = kv.scalar_type() == torch::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+  return encode(map, type, 4, kv.data_ptr(), dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 int64_t default_num_parts(torch::Tensor like, int64_t h_kv, int64_t rows) {
   const int64_t m_tiles = (rows + fm::kTileRows - 1) / fm::kTileRows;
   return std::max<int64_t>(1, num_sms(like.device()) / (h_kv * m_tiles));
@@ -118,6 +157,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.rows = int(rows);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
+  p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

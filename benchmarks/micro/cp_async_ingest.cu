@@ -1,10 +1,13 @@
 // How fast can one CTA per SM land 64-row x 1152-byte tiles with cp.async (the sm90 kernel's gather),
-// as a function of how many tiles it keeps in flight? No compute: the upper bound the attention loop
-// can reach, and the time one tile takes to land (depth 1).
+// or with TMA (one thread, nine 64 x 64 swizzle-128B boxes per tile from a 3-D tensor map of the
+// paged cache), as a function of how many tiles it keeps in flight? No compute: the upper bound the
+// attention loop can reach, and the time one tile takes to land (depth 1).
 //
-//   nvcc -O3 -arch=sm_90a -o /tmp/ingest benchmarks/micro/cp_async_ingest.cu && /tmp/ingest
+//   nvcc -O3 -arch=sm_90a -o /tmp/ingest benchmarks/micro/cp_async_ingest.cu && /tmp/ingest [CTAs]
 #include <cstdio>
+#include <cstdlib>
 #include <cstdint>
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 constexpr int kRowBytes = 1152, kRows = 64, kTileBytes = kRows * kRowBytes;
@@ -37,6 +40,95 @@ __global__ void __launch_bounds__(256, 1) ingest(const char* kv, const int* page
   if (acc == 12345) *sink = acc;
 }
 
+// TMA: thread 0 issues the nine boxes of a tile on the buffer's mbarrier; every thread waits on it.
+template <int kDepth>
+__global__ void __launch_bounds__(256, 1) ingest_tma(const __grid_constant__ CUtensorMap map, const int* pages,
+                                                     int tiles_per_cta, int page_rows, int n_pages,
+                                                     unsigned long long* sink) {
+  extern __shared__ __align__(128) char tma_smem[];
+  __shared__ __align__(8) uint64_t full[kDepth];
+  const int tid = threadIdx.x;
+  const uint32_t base = uint32_t(__cvta_generic_to_shared(tma_smem));
+  const uint32_t tiles_base = (base + 1023) & ~1023u;
+  if (tid == 0) {
+    for (int i = 0; i < kDepth; ++i) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(uint32_t(__cvta_generic_to_shared(&full[i]))));
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n");
+  }
+  __syncthreads();
+  auto issue = [&](int t) {
+    if (tid != 0) return;
+    const int tile = blockIdx.x * tiles_per_cta + t;
+    const int page = pages[(tile * kRows / page_rows) % n_pages];
+    const int row0 = (tile * kRows) % page_rows;
+    const uint32_t bar = uint32_t(__cvta_generic_to_shared(&full[t % kDepth]));
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(kTileBytes));
+    for (int slab = 0; slab < kRowBytes / 128; ++slab) {
+      const uint32_t dst = tiles_base + (t % kDepth) * kTileBytes + slab * 8192;
+      asm volatile(
+          "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n"
+          ::"r"(dst), "l"(&map), "r"(slab * 64), "r"(row0), "r"(page), "r"(bar) : "memory");
+    }
+  };
+  for (int t = 0; t < kDepth - 1 && t < tiles_per_cta; ++t) issue(t);
+  unsigned long long acc = 0;
+  for (int t = 0; t < tiles_per_cta; ++t) {
+    if (t + kDepth - 1 < tiles_per_cta) issue(t + kDepth - 1);
+    const uint32_t bar = uint32_t(__cvta_generic_to_shared(&full[t % kDepth]));
+    const uint32_t parity = (t / kDepth) & 1;
+    asm volatile(
+        "{\n .reg .pred p;\n wait:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra wait;\n}\n"
+        ::"r"(bar), "r"(parity) : "memory");
+    acc += tma_smem[(tiles_base - base) + (t % kDepth) * kTileBytes + tid * 4];
+    __syncthreads();  // every thread is done with the buffer before it is refilled
+  }
+  if (acc == 12345) *sink = acc;
+}
+
+template <int kDepth>
+void run_tma(const CUtensorMap& map, const int* pages, int n_pages, int page_rows, int sms,
+             unsigned long long* sink, const char* where) {
+  const int tiles = 128;
+  const size_t smem = size_t(kDepth) * kTileBytes + 1024;
+  cudaFuncSetAttribute(ingest_tma<kDepth>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  for (int rep = 0; rep < 2; ++rep) ingest_tma<kDepth><<<sms, 256, smem>>>(map, pages, tiles, page_rows, n_pages, sink);
+  cudaEventRecord(a);
+  const int reps = 5;
+  for (int rep = 0; rep < reps; ++rep) ingest_tma<kDepth><<<sms, 256, smem>>>(map, pages, tiles, page_rows, n_pages, sink);
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float ms;
+  cudaEventElapsedTime(&ms, a, b);
+  ms /= reps;
+  const double bytes = double(sms) * tiles * kTileBytes;
+  printf("%s  TMA       depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, kDepth, ms * 1e3,
+         bytes / ms / 1e6, ms * 1e3 / tiles, cudaGetErrorString(cudaGetLastError()));
+}
+
+// The paged cache as a 3-D tensor (dims, row in page, page) of 16-bit values, boxes of 64 x 64 x 1.
+CUtensorMap make_map(const char* kv, int page_rows, int n_pages) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult q;
+  cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
+  CUtensorMap map{};
+  const cuuint64_t dims[3] = {kRowBytes / 2, cuuint64_t(page_rows), cuuint64_t(n_pages)};
+  const cuuint64_t strides[2] = {kRowBytes, cuuint64_t(page_rows) * kRowBytes};
+  const cuuint32_t box[3] = {64, 64, 1}, elem[3] = {1, 1, 1};
+  const CUresult r = reinterpret_cast<Encode>(fn)(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<char*>(kv),
+                                                  dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) printf("cuTensorMapEncodeTiled failed: %d\n", int(r));
+  return map;
+}
+
 template <int kDepth>
 void run(const char* kv, const int* pages, int n_pages, int page_rows, int sms, unsigned long long* sink,
          const char* where) {
@@ -56,13 +148,15 @@ void run(const char* kv, const int* pages, int n_pages, int page_rows, int sms, 
   cudaEventElapsedTime(&ms, a, b);
   ms /= reps;
   const double bytes = double(sms) * tiles * kTileBytes;
-  printf("%s  depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, kDepth, ms * 1e3,
+  printf("%s  cp.async  depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, kDepth, ms * 1e3,
          bytes / ms / 1e6, ms * 1e3 / tiles, cudaGetErrorString(cudaGetLastError()));
 }
 
-int main() {
+int main(int argc, char** argv) {
   int sms;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  if (argc > 1) sms = atoi(argv[1]);  // fewer CTAs: one tile's latency when DRAM is not saturated
+  printf("%d CTAs\n", sms);
   char* kv;
   cudaMalloc(&kv, size_t(4) << 30);
   cudaMemset(kv, 1, size_t(4) << 30);
@@ -88,6 +182,10 @@ int main() {
     run<1>(kv, pages, n_pages, page_rows, sms, sink, where);
     run<2>(kv, pages, n_pages, page_rows, sms, sink, where);
     run<3>(kv, pages, n_pages, page_rows, sms, sink, where);
+    const CUtensorMap map = make_map(kv, page_rows, n_pages);
+    run_tma<1>(map, pages, n_pages, page_rows, sms, sink, where);
+    run_tma<2>(map, pages, n_pages, page_rows, sms, sink, where);
+    run_tma<3>(map, pages, n_pages, page_rows, sms, sink, where);
     cudaFree(pages);
     delete[] h;
   }

@@ -50,6 +50,7 @@
 // split is finished here: 16-bit output, natural-log lse, attn_sink applied.
 #pragma once
 
+#include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/atom/mma_atom.hpp>
 #include <cute/tensor.hpp>
 #include <cutlass/arch/barrier.h>
@@ -86,6 +87,7 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
     float row_max[2][kTileRows];
     float row_sum[2][kTileRows];
     uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
+    alignas(8) uint64_t kv_full[2];     // dense with TMA: the tile of each KV buffer has landed
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
@@ -143,6 +145,21 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
   if (part.end_req < part.begin_req) return;
   const int heads_per_kv = p.h_q / p.h_kv;
+  using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  // Dense tiles within one page (page_size a multiple of 64) come by TMA when the binding made a
+  // tensor map: one thread issues a 64 x 64 box per 64-column slab (the hardware writes the
+  // swizzle-128B layout) and everyone waits on the buffer's mbarrier. Far fewer issued instructions
+  // than 18 cp.async per thread, and more bytes in flight (benchmarks/micro/cp_async_ingest.cu).
+  const bool use_tma = kSource == KeySource::kPaged && p.use_tma;
+  uint32_t kv_phase = 0;  // TMA: bit b is the parity of buffer b's next fill
+  if (use_tma) {
+    if (tid == 0) {
+      Barrier::init(&ss.kv_full[0], 1);
+      Barrier::init(&ss.kv_full[1], 1);
+      cutlass::arch::fence_barrier_init();
+    }
+    __syncthreads();
+  }
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Cfg::SmemLayoutQ{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p), typename Cfg::SmemLayoutP{});
@@ -202,9 +219,23 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       return source < 0 ? kv : kv + int64_t(block) * p.kv_stride_block + int64_t(offset) * p.kv_stride_page +
                                    int64_t(kvh) * p.kv_stride_h;
     };
-    // The asynchronous part of a tile's gather: the whole row, or (fp8) its RoPE part.
+    // The asynchronous part of a tile's gather: the whole row, or (fp8) its RoPE part; or (TMA) the
+    // whole tile's boxes, by thread 0, whose row 0 `source` is the tile's page.
     auto load_kv_tile = [&](int tile, int source, int buf) {
       source = usable(source);
+      if (use_tma) {
+        if (tid == 0) {
+          constexpr int kSlabs = kD / 64;
+          Barrier::arrive_and_expect_tx(&ss.kv_full[buf], kSlabs * 64 * 128);
+          const int offset = (tile * kTileTokens) % p.page_size;
+          CUTE_UNROLL
+          for (int s = 0; s < kSlabs; ++s) {
+            SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.kv_full[buf], uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
+                                   ss.k[buf] + s * 64 * kTileTokens, s * 64, offset, kvh, source);
+          }
+        }
+        return;
+      }
       if constexpr (kFp8) {
         load_rope_async(ss.k[buf], copy_row, copy_chunk0, row_address(tile, source), source >= 0);
       } else {
@@ -268,7 +299,21 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     for (int tile = tile_lo; tile < tile_hi; ++tile) {
       const int buf = (tile - tile_lo) & 1;
       cp_async_wait<0>();                        // this thread's rows of tile (and Q) have landed
-      cutlass::arch::fence_view_async_shared();  // cp.async writes -> wgmma (async proxy) reads
+      if (use_tma) {
+        Barrier::wait(&ss.kv_full[buf], (kv_phase >> buf) & 1);
+        kv_phase ^= 1u << buf;
+        // TMA copies whole pages' rows: rows past the length may hold NaN, which 0 * NaN would carry
+        // into P V; zero their value dims (the scores of those keys are masked by position).
+        const int valid = seqlen - tile * kTileTokens;
+        if (valid < kTileTokens && copy_row >= valid) {
+          char* row = reinterpret_cast<char*>(ss.k[buf]);
+          CUTE_UNROLL
+          for (int c = copy_chunk0; c < kHeadDimV * int(sizeof(Element)) / 16; c += 4) {
+            *reinterpret_cast<uint4*>(row + swizzled_chunk_offset(copy_row, c)) = make_uint4(0, 0, 0, 0);
+          }
+        }
+      }
+      cutlass::arch::fence_view_async_shared();  // cp.async / zeroing writes -> wgmma (async proxy) reads
       // One barrier per tile: every thread's rows are visible, and every warp has finished the
       // previous tile (its PV read the other buffer, P and row_max), so both may be overwritten.
       __syncthreads();

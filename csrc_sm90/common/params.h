@@ -1,5 +1,7 @@
 // Plain-C parameter blocks shared by the kernels and the torch binding (no torch, no CuTe here).
 #pragma once
+#include <cuda.h>  // CUtensorMap
+
 #include <cstdint>
 
 namespace flashmla_sm90 {
@@ -54,6 +56,10 @@ struct AttentionParams {
   int rows;                   // s_q * h_q / h_kv: query rows per KV head
   float scale_log2;           // softmax_scale * log2(e)
   bool causal;
+  // Dense decode with page_size a multiple of 64: the cache as a TMA tensor (d_qk, page_size, h_kv,
+  // num_blocks), boxes of 64 x 64 x 1 x 1 with the 128-byte swizzle; use_tma false: cp.async gather.
+  bool use_tma;
+  CUtensorMap kv_tma;
 };
 
 struct PlanParams {
