@@ -74,14 +74,9 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
 // The paged cache as a TMA tensor (AttentionParams::kv_tma) when its tiles can come by TMA: page_size a
 // multiple of 64 (a 64-token tile inside one page), 16-byte aligned base and strides. False otherwise
 // (or with FLASHMLA_SM90_TMA=0, for A/B measurements): the kernel gathers rows with cp.async.
-// FLASHMLA_SM90_TMA=normal keeps the default L2 policy for single-reader tiles (A/B of the hint).
-const char* tma_setting() {
-  static const char* env = std::getenv("FLASHMLA_SM90_TMA");
-  return env == nullptr ? "" : env;
-}
-
 bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
-  if (std::strcmp(tma_setting(), "0") == 0) return false;
+  static const char* env = std::getenv("FLASHMLA_SM90_TMA");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
   const int64_t es = kv.element_size(), page = kv.size(1), h_kv = kv.size(2), d = kv.size(3);
   if (page % fm::kTileTokens != 0 || reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 != 0 || kv.stride(3) != 1) {
     return false;
@@ -163,7 +158,6 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
-  p.tma_evict_first = std::strcmp(tma_setting(), "normal") != 0;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

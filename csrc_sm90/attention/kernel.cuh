@@ -228,13 +228,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
           constexpr int kSlabs = kD / 64;
           Barrier::arrive_and_expect_tx(&ss.kv_full[buf], kSlabs * 64 * 128);
           const int offset = (tile * kTileTokens) % p.page_size;
-          // a tile read by one CTA only (one m-tile) is streamed: evict it first, keep L2 for the rest
-          const uint64_t hint = uint64_t(m_tiles == 1 && p.tma_evict_first ? TMA::CacheHintSm90::EVICT_FIRST
-                                                                           : TMA::CacheHintSm90::EVICT_NORMAL);
           CUTE_UNROLL
           for (int s = 0; s < kSlabs; ++s) {
-            SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.kv_full[buf], hint, ss.k[buf] + s * 64 * kTileTokens, s * 64,
-                                   offset, kvh, source);
+            SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.kv_full[buf], uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
+                                   ss.k[buf] + s * 64 * kTileTokens, s * 64, offset, kvh, source);
           }
         }
         return;

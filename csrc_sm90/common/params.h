@@ -59,7 +59,6 @@ struct AttentionParams {
   // Dense decode with page_size a multiple of 64: the cache as a TMA tensor (d_qk, page_size, h_kv,
   // num_blocks), boxes of 64 x 64 x 1 x 1 with the 128-byte swizzle; use_tma false: cp.async gather.
   bool use_tma;
-  bool tma_evict_first;       // L2 hint for tiles read by a single CTA
   CUtensorMap kv_tma;
 };
 
