@@ -2,6 +2,7 @@
 
     python benchmarks/profile_sm90.py overhead       # Python/launch overhead vs GPU time, small batch
     python benchmarks/profile_sm90.py once ROW_ID    # one call of a bench workload (for ncu -k ... -c 1)
+    python benchmarks/profile_sm90.py plans ROW_ID...  # a dense row under other split plans
 """
 import sys
 import time
@@ -19,6 +20,29 @@ def once(row_id):
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
+
+
+def plans(row_ids):
+    """Times dense decode rows with the default plan, one part per request (no split, no combine)
+    and other part counts, to check the planner's choice."""
+    import flashmla_sm90
+    from flashmla_core.bench.runner import time_call
+    ext = flashmla_sm90.backend.ext
+    for row_id in row_ids:
+        w = workloads.select([row_id])[0]
+        inp = workloads.make_inputs(w, "cuda")
+        q, cache, table, seqlens = inp["q"], inp["kv_cache"], inp["block_table"], inp["cache_seqlens"]
+        rows = w.s_q * w.h_q // w.h_kv
+        default = ext.default_num_parts(q, w.h_kv, rows)
+        variants = {f"default ({default} parts)": ext.plan(seqlens, default, False),
+                    "one part per request": ext.plan(seqlens, 1, True)}
+        for parts in (default // 2, default * 2):
+            variants[f"{parts} parts"] = ext.plan(seqlens, parts, False)
+        for name, (schedule, num_splits) in variants.items():
+            fn = lambda: ext.dense_decode(q, cache, table, seqlens, schedule, num_splits,  # noqa: E731
+                                          w.d_qk ** -0.5, w.causal, None)
+            ms, _, _ = time_call(fn, torch.device("cuda"))
+            print(f"{row_id:18s} {name:24s} {ms * 1e3:8.1f} us")
 
 
 def overhead():
@@ -75,5 +99,7 @@ def _small():
 if __name__ == "__main__":
     if sys.argv[1] == "overhead":
         overhead()
+    elif sys.argv[1] == "plans":
+        plans(sys.argv[2:])
     else:
         once(sys.argv[2])
