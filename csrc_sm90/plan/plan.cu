@@ -5,11 +5,15 @@
 // of (request, tile) pairs; a request touched by n parts has n splits, merged by the combine kernel.
 // Deterministic plans give every request one part of its own (no split): batch invariant. Uniform
 // plans (sparse decode: every run is topk keys) cut every request into k equal parts.
+// A split costs a float32 partial write and the combine: when there are parts for all requests and
+// none costs more than kSplitWorthOverhead above an equal cut, whole requests are the faster plan
+// (measured on the H100: 4-10 % on b = 128 memory-bound rows; docs/benchmarks/sm90-dense-decode.md).
 #include "../common/api.h"
 
 namespace flashmla_sm90 {
 
 constexpr int kPlanThreads = 1024;
+constexpr int kSplitWorthOverheadPercent = 10;
 
 // Exclusive prefix sum of data[0..n) in place (shared memory), result total in data[n].
 __device__ void block_exclusive_scan(int* data, int n) {
@@ -56,20 +60,31 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) 
     }
     return;
   }
-  if (p.deterministic) {  // part i = request i, whole
+  auto whole_requests = [&] {  // part i = request i, whole
     for (int i = threadIdx.x; i <= b; i += blockDim.x) p.num_splits[i] = i;
     for (int i = threadIdx.x; i < p.num_parts; i += blockDim.x) {
       p.schedule[i] = i < b ? SchedulePart{i, 0, i, 1 << 30, i, 0, 0, 0} : SchedulePart{1, 0, 0, 0, 0, 0, 0, 0};
     }
+  };
+  if (p.deterministic) {
+    whole_requests();
     return;
   }
+  __shared__ int max_units;
+  if (threadIdx.x == 0) max_units = 0;
+  __syncthreads();
   for (int i = threadIdx.x; i < b; i += blockDim.x) {
     units[i] = (max(p.seqlens[i], 0) + kTileTokens - 1) / kTileTokens + kRequestOverheadTiles;
+    atomicMax(&max_units, units[i]);
   }
   __syncthreads();
   block_exclusive_scan(units, b);
   const int total = units[b];
   const int payload = max(1, (total + p.num_parts - 1) / p.num_parts);
+  if (b <= p.num_parts && int64_t(max_units) * 100 <= int64_t(payload) * (100 + kSplitWorthOverheadPercent)) {
+    whole_requests();
+    return;
+  }
 
   for (int i = threadIdx.x; i < b; i += blockDim.x) {
     splits[i] = (units[i + 1] - 1) / payload - units[i] / payload + 1;
