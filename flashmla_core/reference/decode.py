@@ -53,7 +53,7 @@ def sparse_decode(q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale,
     if topk_length is not None:
         valid &= torch.arange(topk, device=q.device)[None, None, :] < topk_length.long()[:, None, None]
     safe = torch.where(valid, idx, 0)
-    step = chunk_size(b, s_q * topk * (d_qk * 4 * 2 + h_q * 4 * 2))
+    step = chunk_size(b, s_q * topk * (d_qk * 4 * 2 + h_q * 4 * 2), q.device)
     for i0 in range(0, b, step):
         sl = slice(i0, min(b, i0 + step))
         c = safe[sl].shape[0]

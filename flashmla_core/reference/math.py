@@ -7,7 +7,13 @@ import torch
 CHUNK_BYTES = 64 << 20
 
 
-def chunk_size(total: int, bytes_per_item: int) -> int:
+def chunk_size(total: int, bytes_per_item: int, batch_device: torch.device = None) -> int:
+    """Items per chunk. When the items are a batch's requests on an accelerator (`batch_device`), one:
+    a batched GEMM's kernel (and its rounding) depends on the batch count, so a request computed alone
+    and in a batch could differ, breaking the reference's deterministic (batch-invariant) promise. CPU
+    GEMMs do not vary with the batch count."""
+    if batch_device is not None and batch_device.type != "cpu":
+        return 1
     return max(1, min(total, CHUNK_BYTES // max(1, bytes_per_item)))
 
 

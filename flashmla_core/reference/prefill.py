@@ -14,7 +14,7 @@ def sparse_prefill(q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk
     max_logits = torch.empty(s_q, h_q, dtype=torch.float32, device=q.device)
     lse = torch.empty(s_q, h_q, dtype=torch.float32, device=q.device)
     groups = torch.arange(h_kv, device=q.device)[None, :, None]
-    step = chunk_size(s_q, h_kv * topk * (d_qk * 4 * 2 + h_q // h_kv * 4 * 2))
+    step = chunk_size(s_q, h_kv * topk * (d_qk * 4 * 2 + h_q // h_kv * 4 * 2), q.device)
     for i0 in range(0, s_q, step):
         sl = slice(i0, min(s_q, i0 + step))
         idx = indices[sl].long()                                            # [c, h_kv, topk]
@@ -47,7 +47,7 @@ def dense_prefill(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_
         kk = k[k0:k1].float().unsqueeze(0)
         vv = v[k0:k1].float().unsqueeze(0)
         t = torch.arange(lk, device=q.device)
-        step = chunk_size(lq, max(1, lk) * h_q * 4 * 3)
+        step = chunk_size(lq, max(1, lk) * h_q * 4 * 3)  # rows of one sequence: no batch to vary
         for j0 in range(0, lq, step):
             j1 = min(lq, j0 + step)
             j = torch.arange(j0, j1, device=q.device)
