@@ -73,6 +73,14 @@ def run(args) -> int:
     seqlens = torch.tensor(lens, dtype=torch.int32)
     args_d = [t.to(device) for t in (q, cache, table, seqlens)]
     how = flashmla.explain("dense_decode", *args_d, causal=True, backend=args.backend)
+    if how.chosen is None and args.device is None and device.type != "cpu":
+        # a GPU but no installed backend for it (only the core): show the reasons, then run on the CPU
+        print(how)
+        print(f"no installed backend serves this {device.type} device (see backends/ for GPU packages); "
+              "running the demo on the CPU")
+        device = torch.device("cpu")
+        args_d = [t.to(device) for t in args_d]
+        how = flashmla.explain("dense_decode", *args_d, causal=True, backend=args.backend)
     print(f"dense decode  b={b} h_q={h_q} seqlens={lens}: backend {how.chosen!r}")
     if how.chosen is None:
         print(how)
