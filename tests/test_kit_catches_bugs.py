@@ -1,5 +1,7 @@
 """The conformance kit must fail a backend with each classic bug: these mutants of the reference
-backend each carry one, and the kit has to notice."""
+backend each carry one, and the kit has to notice. They run on the CPU on every machine: what is
+tested is the kit's logic, and a mutant that reads out of bounds on a GPU trips a device-side assert
+that poisons the CUDA context for every later test."""
 import math
 
 import pytest
@@ -96,7 +98,7 @@ def test_kit_fails_the_mutant(mutant, op):
     backend.name = "mutant_" + mutant.__name__.lower()
     REGISTRY.register(backend)
     try:
-        results = runner.run(backend.name, ops=[op])
+        results = runner.run(backend.name, ops=[op], device="cpu")
     finally:
         REGISTRY.unregister(backend.name)
     failed = [r for r in results if r.status == "failed"]
@@ -118,7 +120,7 @@ def test_kit_fails_a_backend_that_accepts_what_it_does_not_declare():
 
     REGISTRY.register(Overreaching())
     try:
-        results = runner.run("mutant_overreaching", ops=["dense_decode"])
+        results = runner.run("mutant_overreaching", ops=["dense_decode"], device="cpu")
     finally:
         REGISTRY.unregister("mutant_overreaching")
     probes = [r for r in results if r.case.expect_rejection]
