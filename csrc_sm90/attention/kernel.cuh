@@ -24,6 +24,9 @@
 // 4 threads copy the 16-byte chunks of one row. Rows past the request's length are zero-filled and
 // never read (NaN or garbage in unused slots cannot reach P * V, and block-table entries past the
 // last used block are never dereferenced).
+// Dense tiles inside one page (page_size a multiple of 64) come by TMA instead when the binding made
+// a tensor map (use_tma): thread 0 issues one 64 x 64 box per slab on the buffer's mbarrier, and the
+// value dims of rows past the length are zeroed in shared memory once the tile has landed.
 //
 // fp8_v32 (kIndexedFp8): the tile is the same bf16 tile, made by the consumers themselves between
 // their wgmma issues and waits (the tensor cores run the GEMMs meanwhile). Iteration t, while
