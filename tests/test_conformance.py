@@ -29,3 +29,4 @@ def test_summary_counts_every_case():
     text = runner.summary("reference", results, "cpu")
     assert f"{len(results)} passed, 0 failed, 0 skipped" in text
     assert "sparse_prefill" in text and "dense_decode" in text
+    assert "declared absent" not in text  # ops left out by the filter are declared, not absent
