@@ -18,8 +18,8 @@
 // memory). Both warpgroups hold identical running maxima, so their halves of O stay consistent.
 //
 // Pipeline: cp.async double buffering, one CTA barrier per tile. Once tile k has landed, tile k + 1
-// is gathered into the other buffer while tile k is computed (one tile in flight: the gather, not the
-// serialized phases, bounds a tile; measured in docs/benchmarks/sm90-dense-decode.md), row by row:
+// is gathered into the other buffer while tile k is computed (one tile in flight; what bounds a tile
+// is measured in docs/benchmarks/sm90-dense-decode.md), row by row:
 // a token's row is one contiguous run of D * 2 bytes wherever its page is, so any page size works;
 // 4 threads copy the 16-byte chunks of one row. Rows past the request's length are zero-filled and
 // never read (NaN or garbage in unused slots cannot reach P * V, and block-table entries past the

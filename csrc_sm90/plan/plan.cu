@@ -6,7 +6,7 @@
 // Deterministic plans give every request one part of its own (no split): batch invariant. Uniform
 // plans (sparse decode: every run is topk keys) cut every request into k equal parts.
 // A split costs a float32 partial write and the combine: when there are parts for all requests and
-// none costs more than kSplitWorthOverhead above an equal cut, whole requests are the faster plan
+// none costs more than kSplitWorthOverheadPercent above an equal cut, whole requests are the faster plan
 // (measured on the H100: 4-10 % on b = 128 memory-bound rows; docs/benchmarks/sm90-dense-decode.md).
 #include "../common/api.h"
 
