@@ -86,27 +86,35 @@ __global__ void __launch_bounds__(256, 1) ingest_tma(const __grid_constant__ CUt
   if (acc == 12345) *sink = acc;
 }
 
-template <int kDepth>
-void run_tma(const CUtensorMap& map, const int* pages, int n_pages, int page_rows, int sms,
-             unsigned long long* sink, const char* where) {
-  const int tiles = 128;
-  const size_t smem = size_t(kDepth) * kTileBytes + 1024;
-  cudaFuncSetAttribute(ingest_tma<kDepth>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+constexpr int kTilesPerCta = 128;
+
+// Times `launch` (2 warm-up launches, then the mean of 5) and prints one line.
+template <typename Launch>
+void report(Launch launch, int sms, const char* where, const char* how, int depth) {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
-  for (int rep = 0; rep < 2; ++rep) ingest_tma<kDepth><<<sms, 256, smem>>>(map, pages, tiles, page_rows, n_pages, sink);
+  for (int rep = 0; rep < 2; ++rep) launch();
   cudaEventRecord(a);
   const int reps = 5;
-  for (int rep = 0; rep < reps; ++rep) ingest_tma<kDepth><<<sms, 256, smem>>>(map, pages, tiles, page_rows, n_pages, sink);
+  for (int rep = 0; rep < reps; ++rep) launch();
   cudaEventRecord(b);
   cudaEventSynchronize(b);
   float ms;
   cudaEventElapsedTime(&ms, a, b);
   ms /= reps;
-  const double bytes = double(sms) * tiles * kTileBytes;
-  printf("%s  TMA       depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, kDepth, ms * 1e3,
-         bytes / ms / 1e6, ms * 1e3 / tiles, cudaGetErrorString(cudaGetLastError()));
+  const double bytes = double(sms) * kTilesPerCta * kTileBytes;
+  printf("%s  %-8s  depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, how, depth, ms * 1e3,
+         bytes / ms / 1e6, ms * 1e3 / kTilesPerCta, cudaGetErrorString(cudaGetLastError()));
+}
+
+template <int kDepth>
+void run_tma(const CUtensorMap& map, const int* pages, int n_pages, int page_rows, int sms,
+             unsigned long long* sink, const char* where) {
+  const size_t smem = size_t(kDepth) * kTileBytes + 1024;
+  cudaFuncSetAttribute(ingest_tma<kDepth>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  report([&] { ingest_tma<kDepth><<<sms, 256, smem>>>(map, pages, kTilesPerCta, page_rows, n_pages, sink); },
+         sms, where, "TMA", kDepth);
 }
 
 // The paged cache as a 3-D tensor (dims, row in page, page) of 16-bit values, boxes of 64 x 64 x 1.
@@ -132,24 +140,10 @@ CUtensorMap make_map(const char* kv, int page_rows, int n_pages) {
 template <int kDepth>
 void run(const char* kv, const int* pages, int n_pages, int page_rows, int sms, unsigned long long* sink,
          const char* where) {
-  const int tiles = 128;
   const size_t smem = size_t(kDepth) * kTileBytes;
   cudaFuncSetAttribute(ingest<kDepth>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int rep = 0; rep < 2; ++rep) ingest<kDepth><<<sms, 256, smem>>>(kv, pages, tiles, page_rows, n_pages, sink);
-  cudaEventRecord(a);
-  const int reps = 5;
-  for (int rep = 0; rep < reps; ++rep) ingest<kDepth><<<sms, 256, smem>>>(kv, pages, tiles, page_rows, n_pages, sink);
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms;
-  cudaEventElapsedTime(&ms, a, b);
-  ms /= reps;
-  const double bytes = double(sms) * tiles * kTileBytes;
-  printf("%s  cp.async  depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, kDepth, ms * 1e3,
-         bytes / ms / 1e6, ms * 1e3 / tiles, cudaGetErrorString(cudaGetLastError()));
+  report([&] { ingest<kDepth><<<sms, 256, smem>>>(kv, pages, kTilesPerCta, page_rows, n_pages, sink); },
+         sms, where, "cp.async", kDepth);
 }
 
 int main(int argc, char** argv) {
