@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "common/api.h"
+#include "common/tensor_map.h"
 
 namespace fm = flashmla_sm90;
 
@@ -88,16 +89,7 @@ bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
   for (int64_t s : {page_b, head_b, block_b}) {
     if (s <= 0 || s % 16 != 0 || s >= (int64_t(1) << 40)) return false;
   }
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  static Encode encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found;
-    const bool ok = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
-                                                     &found) == cudaSuccess && found == cudaDriverEntryPointSuccess;
-    return ok ? reinterpret_cast<Encode>(fn) : nullptr;
-  }();
+  const fm::TensorMapEncode encode = fm::tensor_map_encoder();
   if (encode == nullptr) return false;
   const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(page), cuuint64_t(h_kv), cuuint64_t(kv.size(0))};
   const cuuint64_t strides[3] = {cuuint64_t(page_b), cuuint64_t(head_b), cuuint64_t(block_b)};
@@ -106,6 +98,17 @@ bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
   return encode(map, type, 4, kv.data_ptr(), dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// Merges the splits of the requests an attention launch left split (their normalized partials and log2
+// lse in p's workspace), applies attn_sink, and writes p's outputs.
+void combine(const fm::AttentionParams& p, fm::DType dtype, cudaStream_t stream) {
+  fm::CombineParams c{};
+  c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
+  c.out = p.out; c.lse = p.lse;
+  c.out_stride_b = p.out_stride_b; c.out_stride_s = p.out_stride_s; c.out_stride_h = p.out_stride_h;
+  c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
+  CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype, stream));
 }
 
 int64_t default_num_parts(torch::Tensor like, int64_t h_kv, int64_t rows) {
@@ -161,12 +164,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 
-  fm::CombineParams c{};
-  c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
-  c.out = p.out; c.lse = p.lse;
-  c.out_stride_b = p.out_stride_b; c.out_stride_s = p.out_stride_s; c.out_stride_h = p.out_stride_h;
-  c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
-  CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype, stream));
+  combine(p, dtype, stream);
   return {out, lse};
 }
 
@@ -250,14 +248,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
-  if (may_split) {
-    fm::CombineParams c{};
-    c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
-    c.out = p.out; c.lse = p.lse;
-    c.out_stride_b = p.out_stride_b; c.out_stride_s = 0; c.out_stride_h = p.out_stride_h;
-    c.batch = p.batch; c.s_q = 1; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
-    CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype_of(q), stream));
-  }
+  if (may_split) combine(p, dtype_of(q), stream);
   return {out, max_logits, lse};
 }
 

@@ -10,6 +10,8 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include "../../csrc_sm90/common/tensor_map.h"
+
 constexpr int kRowBytes = 1152, kRows = 64, kTileBytes = kRows * kRowBytes;
 
 template <int kDepth>
@@ -119,20 +121,14 @@ void run_tma(const CUtensorMap& map, const int* pages, int n_pages, int page_row
 
 // The paged cache as a 3-D tensor (dims, row in page, page) of 16-bit values, boxes of 64 x 64 x 1.
 CUtensorMap make_map(const char* kv, int page_rows, int n_pages) {
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  void* fn = nullptr;
-  cudaDriverEntryPointQueryResult q;
-  cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q);
   CUtensorMap map{};
   const cuuint64_t dims[3] = {kRowBytes / 2, cuuint64_t(page_rows), cuuint64_t(n_pages)};
   const cuuint64_t strides[2] = {kRowBytes, cuuint64_t(page_rows) * kRowBytes};
   const cuuint32_t box[3] = {64, 64, 1}, elem[3] = {1, 1, 1};
-  const CUresult r = reinterpret_cast<Encode>(fn)(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<char*>(kv),
-                                                  dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r = flashmla_sm90::tensor_map_encoder()(
+      &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<char*>(kv), dims, strides, box, elem,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) printf("cuTensorMapEncodeTiled failed: %d\n", int(r));
   return map;
 }

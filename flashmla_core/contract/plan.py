@@ -66,5 +66,5 @@ def make_plan_key(device, batch_size: int, q_len: int, num_q_heads: int, num_kv_
         raise ContractError("topk", "None (dense decode) or a positive int", repr(topk))
     if not isinstance(deterministic, bool):
         raise ContractError("deterministic", "a bool", repr(deterministic))
-    return PlanKey(torch.device(device), batch_size, q_len if topk is not None else None, q_len * num_q_heads // num_kv_heads, num_kv_heads, topk,
-                   deterministic)
+    return PlanKey(torch.device(device), batch_size, q_len if topk is not None else None,
+                   q_len * num_q_heads // num_kv_heads, num_kv_heads, topk, deterministic)
