@@ -61,7 +61,10 @@
 
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
+#include "epilogue.cuh"
 #include "fp8_v32.cuh"
+#include "seesaw.cuh"
+#include "tile_copy.cuh"
 
 namespace flashmla_sm90 {
 
@@ -97,31 +100,6 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
-// Byte offset of 16-byte chunk `chunk` of row `row` in a 64-row, swizzle-128B, K-major tile (the
-// layout tile_to_shape(GMMA::Layout_K_SW128_Atom, (64, D)) makes; checked against CuTe by
-// csrc_sm90/tests/layout_check.cu): 64-column slabs of 64 rows x 128 B, 16-byte units XOR-ed with
-// row % 8 inside each 128-byte row.
-__host__ __device__ __forceinline__ int swizzled_chunk_offset(int row, int chunk) {
-  return (chunk >> 3) * (64 * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
-}
-
-// Copies the 16-byte chunks chunk0, chunk0 + 4, ... (chunk0 < 4) of one row, zero-filled when
-// !valid. Chunk chunk0 + 4i lands in slab i / 2 at unit (chunk0 + 4 (i % 2)) ^ (row % 8): two base
-// offsets plus compile-time slab strides, so the unrolled copies need no per-chunk arithmetic.
-template <int kChunks>
-__device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chunk0, bool valid, const void* src) {
-  const uint32_t tile = static_cast<uint32_t>(__cvta_generic_to_shared(smem_tile));
-  const uint32_t even = tile + swizzled_chunk_offset(row, chunk0);
-  const uint32_t odd = tile + swizzled_chunk_offset(row, chunk0 + 4);
-  const char* from = static_cast<const char*>(src) + chunk0 * 16;
-  const int src_bytes = valid ? 16 : 0;
-  CUTE_UNROLL
-  for (int i = 0; i < kChunks / 4; ++i) {
-    const uint32_t dst = ((i & 1) ? odd : even) + (i >> 1) * (64 * 128);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(from + i * 64), "r"(src_bytes));
-  }
-}
-
 // Sparse sources: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length)
 // and are masked per key; paged: from the block table, masked by length and the causal diagonal.
 template <typename Element, int kD, KeySource kSource>
@@ -153,7 +131,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   // tensor map: one thread issues a 64 x 64 box per 64-column slab (the hardware writes the
   // swizzle-128B layout) and everyone waits on the buffer's mbarrier. Far fewer issued instructions
   // than 18 cp.async per thread, and more bytes in flight (benchmarks/micro/cp_async_ingest.cu).
-  const bool use_tma = kSource == KeySource::kPaged && p.use_tma;
+  const bool use_tma = kSource == KeySource::kPaged && p.use_tma;  // boxes of kTileTokens rows
   uint32_t kv_phase = 0;  // TMA: bit b is the parity of buffer b's next fill
   if (use_tma) {
     if (tid == 0) {
@@ -409,88 +387,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     }
     cp_async_wait<0>();
 
-    // Epilogue: total row sums across the two warpgroups, then the final or partial output.
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) {
-      const float s = quad_sum(row_sum[k]);
-      if (lane % 4 == 0) ss.row_sum[wg][my_row0 + 8 * k] = s;
-    }
-    named_barrier(1, 256);
-    float inv_sum[2], lse2[2];
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) {
-      const int r = my_row0 + 8 * k;
-      const float total = ss.row_sum[0][r] + ss.row_sum[1][r];
-      inv_sum[k] = total > 0.f ? 1.f / total : 0.f;
-      lse2[k] = total > 0.f ? row_max[k] + log2f(total) : kNegInf;
-    }
-    const bool finished_here = n_splits <= 1;
-    float factor[2];
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) {
-      const int grow = m_tile * kTileRows + my_row0 + 8 * k;
-      factor[k] = inv_sum[k];
-      if (finished_here && p.attn_sink != nullptr && lse2[k] != kNegInf && grow < p.rows) {
-        const int h = kvh * heads_per_kv + grow % heads_per_kv;
-        factor[k] *= 1.f / (1.f + __expf(p.attn_sink[h] - lse2[k] * kLn2));
-      }
-    }
-    // Stores go by pairs: accumulator values i and i + 1 are adjacent columns of one row.
-    bool row_ok[2];
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) row_ok[k] = m_tile * kTileRows + my_row0 + 8 * k < p.rows;
-    if (finished_here) {
-      Element* out_row[2];
-      CUTE_UNROLL
-      for (int k = 0; k < 2; ++k) {
-        const int grow = m_tile * kTileRows + my_row0 + 8 * k;
-        const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-        out_row[k] = static_cast<Element*>(p.out) + req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h +
-                     wg * 256;
-      }
-      CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); i += 2) {
-        const int k = slot_of(i);
-        if (row_ok[k]) {
-          const Element pair[2] = {Element(tOrO(i) * factor[k]), Element(tOrO(i + 1) * factor[k])};
-          *reinterpret_cast<uint32_t*>(out_row[k] + get<1>(tOcO(i))) = *reinterpret_cast<const uint32_t*>(pair);
-        }
-      }
-      if (wg == 0 && lane % 4 == 0) {
-        CUTE_UNROLL
-        for (int k = 0; k < 2; ++k) {
-          const int grow = m_tile * kTileRows + my_row0 + 8 * k;
-          if (grow < p.rows) {
-            const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-            const int64_t at = req * p.lse_stride_b + h * p.lse_stride_h + j * p.lse_stride_s;
-            p.lse[at] = lse2[k] == kNegInf ? INFINITY : lse2[k] * kLn2;
-            if (kSparse && p.max_logits != nullptr) p.max_logits[at] = row_max[k] * kLn2;
-          }
-        }
-      }
-    } else {
-      const int64_t base = (int64_t(slot) * p.h_kv + kvh) * p.rows;
-      float* accum_row[2];
-      CUTE_UNROLL
-      for (int k = 0; k < 2; ++k) {
-        accum_row[k] = p.o_accum + (base + m_tile * kTileRows + my_row0 + 8 * k) * kHeadDimV + wg * 256;
-      }
-      CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); i += 2) {
-        const int k = slot_of(i);
-        if (row_ok[k]) {
-          *reinterpret_cast<float2*>(accum_row[k] + get<1>(tOcO(i))) =
-              make_float2(tOrO(i) * factor[k], tOrO(i + 1) * factor[k]);
-        }
-      }
-      if (wg == 0 && lane % 4 == 0) {
-        CUTE_UNROLL
-        for (int k = 0; k < 2; ++k) {
-          const int grow = m_tile * kTileRows + my_row0 + 8 * k;
-          if (grow < p.rows) p.lse_accum[base + grow] = lse2[k];
-        }
-      }
-    }
+    store_attention_output<Element, kSparse>(p, ss.row_sum, 1, tOrO, tOcO, row_max, row_sum, m_tile, kvh, req, slot,
+                                             n_splits);
     __syncthreads();  // Q tile and row_sum are reused by the next request
   }
 #endif
@@ -498,6 +396,9 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
+  if constexpr (kSource == KeySource::kPaged && kD == 576) {
+    if (p.use_tma && p.tma_box_tokens == kHalfTileTokens) return launch_decode_seesaw<Element>(p, num_parts, stream);
+  }
   using Cfg = AttentionConfig<Element, kD>;
   auto kernel = mla_attention_kernel<Element, kD, kSource>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);

@@ -1,0 +1,109 @@
+// The end of one request's work in a CTA: the softmax row sums of the two warpgroups are added, and the
+// warpgroup's 64 x 256 slice of O goes out — finished (16-bit output, natural-log lse, attn_sink) when
+// the request has one split, else as a normalized float32 partial with a log2 lse for the combine.
+// Shared by the attention kernels: each warpgroup holds O[:, 256 wg, 256 wg + 256) in a wgmma
+// accumulator, the running row maxima of its two rows (identical in both warpgroups) and its share of
+// the row sums, scaled to those maxima.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+#include "../common/device_utils.cuh"
+#include "../common/params.h"
+
+namespace flashmla_sm90 {
+
+template <typename Element, bool kSparse, class FragO, class CoordO>
+__device__ __forceinline__ void store_attention_output(const AttentionParams& p, float (*row_sum_smem)[kTileRows],
+                                                       int barrier_id, FragO& tOrO, const CoordO& tOcO,
+                                                       const float (&row_max)[2], const float (&row_sum)[2],
+                                                       int m_tile, int kvh, int req, int slot, int n_splits) {
+  using namespace cute;
+  constexpr float kNegInf = -INFINITY;
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
+  const int my_row0 = (tid % 128 / 32) * 16 + lane / 4;  // wgmma C layout: rows my_row0, my_row0 + 8
+  auto slot_of = [](int v) { return (v >> 1) & 1; };
+  const int heads_per_kv = p.h_q / p.h_kv;
+  CUTE_UNROLL
+  for (int k = 0; k < 2; ++k) {
+    const float s = quad_sum(row_sum[k]);
+    if (lane % 4 == 0) row_sum_smem[wg][my_row0 + 8 * k] = s;
+  }
+  named_barrier(barrier_id, 256);
+  float inv_sum[2], lse2[2];
+  CUTE_UNROLL
+  for (int k = 0; k < 2; ++k) {
+    const int r = my_row0 + 8 * k;
+    const float total = row_sum_smem[0][r] + row_sum_smem[1][r];
+    inv_sum[k] = total > 0.f ? 1.f / total : 0.f;
+    lse2[k] = total > 0.f ? row_max[k] + log2f(total) : kNegInf;
+  }
+  const bool finished_here = n_splits <= 1;
+  float factor[2];
+  bool row_ok[2];
+  CUTE_UNROLL
+  for (int k = 0; k < 2; ++k) {
+    const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+    row_ok[k] = grow < p.rows;
+    factor[k] = inv_sum[k];
+    if (finished_here && p.attn_sink != nullptr && lse2[k] != kNegInf && row_ok[k]) {
+      const int h = kvh * heads_per_kv + grow % heads_per_kv;
+      factor[k] *= 1.f / (1.f + __expf(p.attn_sink[h] - lse2[k] * kLn2));
+    }
+  }
+  // Stores go by pairs: accumulator values i and i + 1 are adjacent columns of one row.
+  if (finished_here) {
+    Element* out_row[2];
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+      const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
+      out_row[k] = static_cast<Element*>(p.out) + req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h +
+                   wg * 256;
+    }
+    CUTE_UNROLL
+    for (int i = 0; i < size(tOrO); i += 2) {
+      const int k = slot_of(i);
+      if (row_ok[k]) {
+        const Element pair[2] = {Element(tOrO(i) * factor[k]), Element(tOrO(i + 1) * factor[k])};
+        *reinterpret_cast<uint32_t*>(out_row[k] + get<1>(tOcO(i))) = *reinterpret_cast<const uint32_t*>(pair);
+      }
+    }
+    if (wg == 0 && lane % 4 == 0) {
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+        if (row_ok[k]) {
+          const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
+          const int64_t at = req * p.lse_stride_b + h * p.lse_stride_h + j * p.lse_stride_s;
+          p.lse[at] = lse2[k] == kNegInf ? INFINITY : lse2[k] * kLn2;
+          if (kSparse && p.max_logits != nullptr) p.max_logits[at] = row_max[k] * kLn2;
+        }
+      }
+    }
+  } else {
+    const int64_t base = (int64_t(slot) * p.h_kv + kvh) * p.rows;
+    float* accum_row[2];
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      accum_row[k] = p.o_accum + (base + m_tile * kTileRows + my_row0 + 8 * k) * kHeadDimV + wg * 256;
+    }
+    CUTE_UNROLL
+    for (int i = 0; i < size(tOrO); i += 2) {
+      const int k = slot_of(i);
+      if (row_ok[k]) {
+        *reinterpret_cast<float2*>(accum_row[k] + get<1>(tOcO(i))) =
+            make_float2(tOrO(i) * factor[k], tOrO(i + 1) * factor[k]);
+      }
+    }
+    if (wg == 0 && lane % 4 == 0) {
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+        if (row_ok[k]) p.lse_accum[base + grow] = lse2[k];
+      }
+    }
+  }
+}
+
+}  // namespace flashmla_sm90
