@@ -74,7 +74,8 @@ struct SeesawConfig {
     alignas(1024) Element kv[kSeesawStages][kStageElems];
     float max_a[kTileRows], max_b[kTileRows];  // the hand-offs' running maxima
     float row_sum[2][kTileRows];
-    alignas(8) uint64_t full[kSeesawStages], empty[kSeesawStages];
+    int released[kSeesawStages];  // warpgroups done with each stage's half tile (the second refills it)
+    alignas(8) uint64_t full[kSeesawStages];
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
@@ -89,13 +90,14 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
   constexpr float kNegInf = -INFINITY;
   constexpr int kBarPa = 1, kBarPb = 2, kBarWarpgroup = 3 /* + wg */, kBarEpilogue = 5;
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
-  using EmptyBarrier = cutlass::arch::ClusterBarrier;
 
   extern __shared__ char smem_raw[];
   auto& ss = *reinterpret_cast<typename Cfg::SharedStorage*>(
       (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
 
-  const int tid = threadIdx.x, wg = tid / 128, wg_tid = tid % 128, lane = tid % 32;
+  // wg broadcast from lane 0: ptxas then knows it is warp-uniform, so the warpgroups' different wgmma
+  // sequences are not divergent paths (which would serialize the wgmma)
+  const int tid = threadIdx.x, wg = __shfl_sync(0xffffffff, tid / 128, 0), wg_tid = tid % 128, lane = tid % 32;
   const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
   const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
   const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
@@ -105,7 +107,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     CUTE_UNROLL
     for (int s = 0; s < kStages; ++s) {
       FullBarrier::init(&ss.full[s], 1);
-      EmptyBarrier::init(&ss.empty[s], 8);
+      ss.released[s] = 0;
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -135,18 +137,21 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     const int first_split = p.num_splits[req];
     const int n_splits = p.num_splits[req + 1] - first_split;
     const int slot = req == part.begin_req ? part.begin_slot : first_split;
-    const int h_lo = tile_lo * 2, h_hi = max(h_lo, min(tile_hi * 2, (seqlen + kHalf - 1) / kHalf));
+    // Half tiles [h_lo, h_hi), padded to whole rounds: a request's odd last one is followed by a phantom
+    // (h_real), a copy of its box whose keys are all masked and whose value dims are zeroed.
+    const int h_lo = tile_lo * 2, h_real = max(h_lo, min(tile_hi * 2, (seqlen + kHalf - 1) / kHalf));
+    const int h_hi = h_lo + ((h_real - h_lo + 1) & ~1);
     const int ring0 = ring_count - h_lo;  // ring index of half tile h is ring0 + h
     ring_count += h_hi - h_lo;
     auto stage_of = [&](int h) { return (ring0 + h) % kStages; };
-    auto page_of = [&](int h) { return p.block_table[req * p.bt_stride_b + h * kHalf / p.page_size]; };
+    auto box_of = [&](int h) { return min(h, h_real - 1); };  // the half tile whose rows h's box holds
+    auto page_of = [&](int h) { return p.block_table[req * p.bt_stride_b + box_of(h) * kHalf / p.page_size]; };
 
-    // Thread 0: half tile h into its stage once the stage's previous occupant has been released.
-    auto produce = [&](int h, int page) {
-      const int ring = ring0 + h, s = ring % kStages;
-      if (ring >= kStages) EmptyBarrier::wait(&ss.empty[s], (ring / kStages - 1) & 1);
+    // Half tile h into its stage (one thread): nine 64 x 32 boxes on the stage's full barrier.
+    auto produce = [&](int h, int page) CUTLASS_LAMBDA_FUNC_INLINE {
+      const int s = stage_of(h);
       FullBarrier::arrive_and_expect_tx(&ss.full[s], Cfg::kStageBytes);
-      const int offset = (h * kHalf) % p.page_size;
+      const int offset = (box_of(h) * kHalf) % p.page_size;
       CUTE_UNROLL
       for (int slab = 0; slab < kD / 64; ++slab) {
         SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.full[s], uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
@@ -181,20 +186,24 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       last_key[k] = p.causal ? min(seqlen - 1, seqlen - p.s_q + grow / heads_per_kv) : seqlen - 1;
     }
 
-    // S = Q K_h^T once half tile h has landed (this warpgroup only).
-    auto issue_qk = [&](int h) {
+    // S = Q K_h^T once half tile h has landed (this warpgroup only). With `resident`, h is the stage's
+    // current half tile, already waited for, whose RoPE slab now holds P: the GEMM runs for its
+    // place in the wgmma sequence only and its S is never read (finite: P and the value dims are).
+    auto issue_qk = [&](int h, bool resident) CUTLASS_LAMBDA_FUNC_INLINE {
       const int s = stage_of(h);
-      FullBarrier::wait(&ss.full[s], ((ring0 + h) / kStages) & 1);
-      const int valid = seqlen - h * kHalf;
-      if (valid < kHalf) {  // the last half tile: zero the value dims of the rows past the length
-        char* tile = reinterpret_cast<char*>(ss.kv[s]);
-        constexpr int kValueChunks = kHeadDimV * int(sizeof(Element)) / 16;
-        for (int i = wg_tid; i < (kHalf - valid) * kValueChunks; i += 128) {
-          const int row = valid + i / kValueChunks, chunk = i % kValueChunks;
-          *reinterpret_cast<uint4*>(tile + swizzled_chunk_offset<kHalf>(row, chunk)) = make_uint4(0, 0, 0, 0);
+      if (!resident) {
+        FullBarrier::wait(&ss.full[s], ((ring0 + h) / kStages) & 1);
+        const int valid = max(0, seqlen - h * kHalf);
+        if (valid < kHalf) {  // the last half tile or the phantom: zero the value dims of the rows past the length
+          char* tile = reinterpret_cast<char*>(ss.kv[s]);
+          constexpr int kValueChunks = kHeadDimV * int(sizeof(Element)) / 16;
+          for (int i = wg_tid; i < (kHalf - valid) * kValueChunks; i += 128) {
+            const int row = valid + i / kValueChunks, chunk = i % kValueChunks;
+            *reinterpret_cast<uint4*>(tile + swizzled_chunk_offset<kHalf>(row, chunk)) = make_uint4(0, 0, 0, 0);
+          }
+          cutlass::arch::fence_view_async_shared();
+          named_barrier(kBarWarpgroup + wg, 128);
         }
-        cutlass::arch::fence_view_async_shared();
-        named_barrier(kBarWarpgroup + wg, 128);
       }
       Tensor sK = make_tensor(make_smem_ptr(ss.kv[s]), typename Cfg::SmemLayoutKV{});
       Tensor tSrK = thr_s.partition_fragment_B(sK);
@@ -210,7 +219,6 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     };
     // Once S is in registers: mask (length, causal), scale into log2 units, row maxima of the half tile.
     auto mask_scores = [&](int h, float (&tile_max)[2]) {
-      warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
       tile_max[0] = tile_max[1] = kNegInf;
       CUTE_UNROLL
@@ -251,7 +259,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       }
     };
     // O_wg += P_h V_h,wg
-    auto issue_pv = [&](int h) {
+    auto issue_pv = [&](int h) CUTLASS_LAMBDA_FUNC_INLINE {
       const int s = stage_of(h);
       Tensor tOrP = thr_o.partition_fragment_A(stage_p(s));
       Tensor sVt = make_tensor(make_smem_ptr(ss.kv[s]), typename Cfg::SmemLayoutVt{});
@@ -262,14 +270,20 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
       warpgroup_commit_batch();
     };
-    auto wait_pv = [&](bool qk_in_flight) {
-      if (qk_in_flight) warpgroup_wait<1>();
-      else warpgroup_wait<0>();
-      warpgroup_fence_operand(tOrO);
+    // Warpgroup done with half tile h (its P V has completed): the second warpgroup to say so refills
+    // the stage with half tile h + kStages, whose page it read ahead (refill_page).
+    auto release = [&](int h, int refill_page) CUTLASS_LAMBDA_FUNC_INLINE {
+      if (wg_tid == 0) {
+        const int s = stage_of(h);
+        __threadfence_block();
+        if (atomicAdd(&ss.released[s], 1) == 1) {
+          ss.released[s] = 0;
+          if (h + kStages < h_hi) produce(h + kStages, refill_page);
+        }
+      }
+      __syncwarp();
     };
-    auto release = [&](int h) {
-      if (lane == 0) EmptyBarrier::arrive(&ss.empty[stage_of(h)]);
-    };
+    auto read_page_ahead = [&](int h) { return wg_tid == 0 && h + kStages < h_hi ? page_of(h + kStages) : 0; };
     auto load_max = [&](const float* from, float (&m)[2]) {
       CUTE_UNROLL
       for (int k = 0; k < 2; ++k) m[k] = from[my_row0 + 8 * k];
@@ -281,81 +295,88 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       }
     };
 
-    if (h_lo + wg < h_hi) issue_qk(h_lo + wg);
-    for (int a = h_lo; a < h_hi; a += 2) {
-      const int b = a + 1;
-      const bool has_b = b < h_hi;
-      float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
+    // WG0 issues the S of its next half tile as soon as P_a is out of its registers, so S runs under
+    // softmax b; WG1 issues its S at the top of a round, so it runs under softmax a. A stage is
+    // released once both warpgroups' P V of it has completed: a in the round, b at the top of the next.
+    // The first and last rounds are separate instantiations, so that every wgmma wait has a fixed count
+    // (ptxas serializes the wgmma otherwise). WG0 has [S_a, P_b V_b of the last round] in flight at the
+    // top of a round, WG1 [P_b V_b of the last round].
+    int page_b_ahead = 0;  // the page of the refill of the last round's b
+    // The end of a round in both warpgroups, once P_a V_a has completed: O and row sums to maximum m_b,
+    // P_b V_b issued.
+    auto finish_round = [&](int a, int page_a, int page_b, const float (&m_a)[2], const float (&m_b)[2],
+                            const float (&sum_p)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
+      warpgroup_fence_operand(tOrO);
+      release(a, page_a);
+      rescale(m_a, m_b);
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) {
+        row_sum[k] += sum_p[k];  // this warpgroup's P, now at maximum m_b
+        row_max[k] = m_b[k];
+      }
+      issue_pv(a + 1);
+      page_b_ahead = page_b;
+    };
+    if (h_lo < h_hi) {
+      // The wgmma sequence of a warpgroup is the same in every round, so every wait has a fixed count
+      // (ptxas serializes the wgmma otherwise), and each warpgroup runs its own loop (no path from one
+      // warpgroup's code into the other's, which ptxas could not tell from a real one).
       if (wg == 0) {
-        // the pages of the half tiles that will refill this round's stages, read early
-        int refill_page[2] = {0, 0};
-        if (tid == 0) {
-          if (a + kStages < h_hi) refill_page[0] = page_of(a + kStages);
-          if (b + kStages < h_hi) refill_page[1] = page_of(b + kStages);
-        }
-        mask_scores(a, tile_max);
-        CUTE_UNROLL
-        for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
-        write_p(a, m_a, sum_p);
-        store_max(ss.max_a, m_a);
-        named_barrier_arrive(kBarPa, 256);
-        rescale(row_max, m_a);
-        CUTE_UNROLL
-        for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
-        issue_pv(a);
-        if (has_b) {
+        issue_qk(h_lo, false);
+        warpgroup_wait<0>();
+        for (int a = h_lo; a < h_hi; a += 2) {
+          // in flight: [S_a, P_b V_b of the last round] (none in the first round)
+          const int page_a = read_page_ahead(a), page_b = read_page_ahead(a + 1);
+          float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
+          warpgroup_wait<0>();  // S_a
+          warpgroup_fence_operand(tSrS);
+          mask_scores(a, tile_max);
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
+          write_p(a, m_a, sum_p);
+          store_max(ss.max_a, m_a);
+          named_barrier_arrive(kBarPa, 256);
+          warpgroup_wait<0>();  // the last round's P_b V_b
+          warpgroup_fence_operand(tOrO);
+          if (a > h_lo) release(a - 1, page_b_ahead);
+          rescale(row_max, m_a);
+          issue_pv(a);
+          // the next round's S_a; in the last round a stand-in GEMM on this round's a
+          const bool last = a + 2 >= h_hi;
+          issue_qk(last ? a : a + 2, last);
           named_barrier(kBarPb, 256);
           load_max(ss.max_b, m_b);
-        } else {
-          CUTE_UNROLL
-          for (int k = 0; k < 2; ++k) m_b[k] = m_a[k];
+          warpgroup_wait<1>();  // P_a V_a
+          finish_round(a, page_a, page_b, m_a, m_b, sum_p);
         }
-        wait_pv(false);
-        if (has_b) {
-          rescale(m_a, m_b);
-          issue_pv(b);
-        }
-        const bool next_qk = a + 2 < h_hi;
-        if (next_qk) issue_qk(a + 2);
-        wait_pv(next_qk);
-        release(a);
-        if (has_b) release(b);
-        if (tid == 0) {
-          if (a + kStages < h_hi) produce(a + kStages, refill_page[0]);
-          if (b + kStages < h_hi) produce(b + kStages, refill_page[1]);
-        }
-        __syncwarp();
       } else {
-        if (has_b) mask_scores(b, tile_max);
-        named_barrier(kBarPa, 256);
-        load_max(ss.max_a, m_a);
-        rescale(row_max, m_a);
-        issue_pv(a);
-        if (has_b) {
+        for (int a = h_lo; a < h_hi; a += 2) {
+          const int b = a + 1;
+          const int page_a = read_page_ahead(a), page_b = read_page_ahead(b);
+          float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
+          issue_qk(b, false);
+          warpgroup_wait<0>();  // the last round's P_b V_b, and S_b
+          warpgroup_fence_operand(tOrO);
+          warpgroup_fence_operand(tSrS);
+          if (a > h_lo) release(a - 1, page_b_ahead);
+          mask_scores(b, tile_max);
+          named_barrier(kBarPa, 256);
+          load_max(ss.max_a, m_a);
+          rescale(row_max, m_a);
+          issue_pv(a);
+          // softmax b under both warpgroups' P_a V_a
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_b[k] = fmaxf(m_a[k], tile_max[k]);
           write_p(b, m_b, sum_p);
           store_max(ss.max_b, m_b);
           named_barrier_arrive(kBarPb, 256);
-        } else {
-          CUTE_UNROLL
-          for (int k = 0; k < 2; ++k) m_b[k] = m_a[k];
+          warpgroup_wait<0>();  // P_a V_a
+          finish_round(a, page_a, page_b, m_a, m_b, sum_p);
         }
-        wait_pv(false);
-        if (has_b) {
-          rescale(m_a, m_b);
-          CUTE_UNROLL
-          for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
-          issue_pv(b);
-          const bool next_qk = b + 2 < h_hi;
-          if (next_qk) issue_qk(b + 2);
-          wait_pv(next_qk);
-        }
-        release(a);
-        if (has_b) release(b);
       }
-      CUTE_UNROLL
-      for (int k = 0; k < 2; ++k) row_max[k] = m_b[k];
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tOrO);
+      release(h_hi - 1, page_b_ahead);
     }
 
     store_attention_output<Element, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, m_tile, kvh,
