@@ -328,7 +328,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           // in flight: [S_a, P_b V_b of the last round] (none in the first round)
           const int page_a = read_page_ahead(a), page_b = read_page_ahead(a + 1);
           float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
-          warpgroup_wait<0>();  // S_a
+          warpgroup_wait<1>();  // S_a
           warpgroup_fence_operand(tSrS);
           mask_scores(a, tile_max);
           CUTE_UNROLL
@@ -346,7 +346,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           issue_qk(last ? a : a + 2, last);
           named_barrier(kBarPb, 256);
           load_max(ss.max_b, m_b);
-          warpgroup_wait<1>();  // P_a V_a
+          warpgroup_wait<0>();  // P_a V_a
           finish_round(a, page_a, page_b, m_a, m_b, sum_p);
         }
       } else {
