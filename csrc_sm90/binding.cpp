@@ -74,9 +74,8 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
 
 // The paged cache as a TMA tensor (AttentionParams::kv_tma) when its tiles can come by TMA: page_size a
 // multiple of 64 (a 64-token tile inside one page), 16-byte aligned base and strides. False otherwise
-// (or with FLASHMLA_SM90_TMA=0, for A/B measurements): the kernel gathers rows with cp.async. Boxes
-// hold box_tokens rows of one page.
-bool make_kv_tensor_map(const torch::Tensor& kv, int box_tokens, CUtensorMap* map) {
+// (or with FLASHMLA_SM90_TMA=0, for A/B measurements): the kernel gathers rows with cp.async.
+bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
   static const char* env = std::getenv("FLASHMLA_SM90_TMA");
   if (env != nullptr && std::strcmp(env, "0") == 0) return false;
   const int64_t es = kv.element_size(), page = kv.size(1), h_kv = kv.size(2), d = kv.size(3);
@@ -94,7 +93,7 @@ bool make_kv_tensor_map(const torch::Tensor& kv, int box_tokens, CUtensorMap* ma
   if (encode == nullptr) return false;
   const cuuint64_t dims[4] = {cuuint64_t(d), cuuint64_t(page), cuuint64_t(h_kv), cuuint64_t(kv.size(0))};
   const cuuint64_t strides[3] = {cuuint64_t(page_b), cuuint64_t(head_b), cuuint64_t(block_b)};
-  const cuuint32_t box[4] = {64, cuuint32_t(box_tokens), 1, 1}, unit[4] = {1, 1, 1, 1};
+  const cuuint32_t box[4] = {64, cuuint32_t(fm::kTileTokens), 1, 1}, unit[4] = {1, 1, 1, 1};
   const auto type = kv.scalar_type() == torch::kBFloat16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
   return encode(map, type, 4, kv.data_ptr(), dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
                 CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -161,12 +160,10 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.rows = int(rows);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
-  // d_qk 576 with TMA: the seesaw kernel (32-token boxes); FLASHMLA_SM90_SEESAW=0 keeps the two-buffer
-  // kernel (64-token boxes), for A/B measurements.
-  static const char* seesaw_env = std::getenv("FLASHMLA_SM90_SEESAW");
-  const bool seesaw = d == 576 && !(seesaw_env != nullptr && std::strcmp(seesaw_env, "0") == 0);
-  p.tma_box_tokens = seesaw ? fm::kHalfTileTokens : fm::kTileTokens;
-  p.use_tma = make_kv_tensor_map(kv, p.tma_box_tokens, &p.kv_tma);
+  p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
+  // FLASHMLA_SM90_OVERLAP=0: TMA tiles through kernel.cuh's loop instead of decode_tma.cuh (A/B measurements)
+  static const char* overlap_env = std::getenv("FLASHMLA_SM90_OVERLAP");
+  p.overlap_qk = !(overlap_env != nullptr && std::strcmp(overlap_env, "0") == 0);
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

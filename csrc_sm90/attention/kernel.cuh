@@ -61,44 +61,15 @@
 
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
+#include "decode_tma.cuh"
 #include "epilogue.cuh"
 #include "fp8_v32.cuh"
-#include "seesaw.cuh"
+#include "tile_config.cuh"
 #include "tile_copy.cuh"
 
 namespace flashmla_sm90 {
 
 using namespace cute;
-
-template <typename Element, int kD>
-struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) forms
-  using SmemLayoutQ =
-      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kD>>{}));
-  using SmemLayoutK =
-      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileTokens>, Int<kD>>{}));
-  using SmemLayoutP =
-      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kTileTokens>>{}));
-  // (dim, token) view of a KV tile: V^T as an MN-major B operand
-  using SmemLayoutVt =
-      decltype(composition(SmemLayoutK{}, make_layout(Shape<Int<kD>, Int<kTileTokens>>{}, GenRowMajor{})));
-  using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
-      Element, Element, float, Shape<_64, _32, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
-  using TiledMmaO = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
-      Element, Element, float, Shape<_64, _256, _64>, GMMA::Major::K, GMMA::Major::MN>()));
-
-  struct SharedStorage {
-    alignas(1024) Element q[cosize_v<SmemLayoutQ>];
-    alignas(1024) Element k[2][cosize_v<SmemLayoutK>];
-    alignas(1024) Element p[cosize_v<SmemLayoutP>];
-    float row_max[2][kTileRows];
-    float row_sum[2][kTileRows];
-    uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
-    alignas(8) uint64_t kv_full[2];     // dense with TMA: the tile of each KV buffer has landed
-  };
-  static constexpr int kThreads = 256;
-  static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
-  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
-};
 
 // Sparse sources: keys come from index lists (invalid when < 0 or >= capacity, or past topk_length)
 // and are masked per key; paged: from the block table, masked by length and the causal diagonal.
@@ -396,8 +367,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  if constexpr (kSource == KeySource::kPaged && kD == 576) {
-    if (p.use_tma && p.tma_box_tokens == kHalfTileTokens) return launch_decode_seesaw<Element>(p, num_parts, stream);
+  if constexpr (kSource == KeySource::kPaged) {
+    if (p.use_tma && p.overlap_qk) return launch_decode_tma<Element, kD>(p, num_parts, stream);
   }
   using Cfg = AttentionConfig<Element, kD>;
   auto kernel = mla_attention_kernel<Element, kD, kSource>;

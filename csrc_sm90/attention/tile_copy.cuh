@@ -6,13 +6,12 @@
 
 namespace flashmla_sm90 {
 
-// Byte offset of 16-byte chunk `chunk` of row `row` in a kRows-row, swizzle-128B, K-major tile (the
-// layout tile_to_shape(GMMA::Layout_K_SW128_Atom, (kRows, D)) makes; checked against CuTe by
-// csrc_sm90/tests/layout_check.cu): 64-column slabs of kRows rows x 128 B, 16-byte units XOR-ed with
+// Byte offset of 16-byte chunk `chunk` of row `row` in a 64-row, swizzle-128B, K-major tile (the
+// layout tile_to_shape(GMMA::Layout_K_SW128_Atom, (64, D)) makes; checked against CuTe by
+// csrc_sm90/tests/layout_check.cu): 64-column slabs of 64 rows x 128 B, 16-byte units XOR-ed with
 // row % 8 inside each 128-byte row.
-template <int kRows = 64>
 __host__ __device__ __forceinline__ int swizzled_chunk_offset(int row, int chunk) {
-  return (chunk >> 3) * (kRows * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
+  return (chunk >> 3) * (64 * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
 }
 
 // Copies the 16-byte chunks chunk0, chunk0 + 4, ... (chunk0 < 4) of one row, zero-filled when

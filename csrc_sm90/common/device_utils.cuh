@@ -13,11 +13,6 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
 }
-// Signals barrier `id` without waiting: the producer half of a hand-off whose consumers bar.sync on it
-// (prior shared-memory writes are visible to them once it completes).
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads));
-}
 
 // wgmma accumulator rows are spread over the 4 lanes of a quad.
 __device__ __forceinline__ float quad_max(float v) {

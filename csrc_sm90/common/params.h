@@ -23,7 +23,6 @@ static_assert(sizeof(SchedulePart) == 32, "the plan buffer is int32 [num_parts, 
 enum class KeySource { kPaged, kIndexed, kIndexedFp8 };
 
 constexpr int kTileTokens = 64;       // tokens per KV tile (the scheduling unit), independent of page size
-constexpr int kHalfTileTokens = 32;   // tokens per pipeline stage of the seesaw dense decode (attention/seesaw.cuh)
 constexpr int kTileRows = 64;         // query rows per CTA (s_q * h_q / h_kv rows of one KV head)
 constexpr int kHeadDimV = 512;
 constexpr int kRequestOverheadTiles = 1;  // scheduling cost of starting a request (Q load, epilogue)
@@ -58,10 +57,10 @@ struct AttentionParams {
   float scale_log2;           // softmax_scale * log2(e)
   bool causal;
   // Dense decode with page_size a multiple of 64: the cache as a TMA tensor (d_qk, page_size, h_kv,
-  // num_blocks), boxes of 64 x tma_box_tokens x 1 x 1 with the 128-byte swizzle; use_tma false: cp.async
-  // gather. tma_box_tokens kHalfTileTokens selects the seesaw kernel (d_qk 576), kTileTokens the other.
+  // num_blocks), boxes of 64 x 64 x 1 x 1 with the 128-byte swizzle; use_tma false: cp.async gather.
+  // overlap_qk: the TMA tiles go to attention/decode_tma.cuh (next tile's Q K^T under this tile's P V).
   bool use_tma;
-  int tma_box_tokens;
+  bool overlap_qk;
   CUtensorMap kv_tma;
 };
 

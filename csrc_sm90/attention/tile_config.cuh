@@ -1,0 +1,43 @@
+// Shared-memory layouts, wgmma shapes and shared storage of the attention kernels' 64-row x 64-token tiles.
+#pragma once
+
+#include <cute/atom/mma_atom.hpp>
+#include <cute/tensor.hpp>
+
+#include "../common/params.h"
+
+namespace flashmla_sm90 {
+
+using namespace cute;
+
+template <typename Element, int kD>
+struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) forms
+  using SmemLayoutQ =
+      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kD>>{}));
+  using SmemLayoutK =
+      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileTokens>, Int<kD>>{}));
+  using SmemLayoutP =
+      decltype(tile_to_shape(GMMA::Layout_K_SW128_Atom<Element>{}, Shape<Int<kTileRows>, Int<kTileTokens>>{}));
+  // (dim, token) view of a KV tile: V^T as an MN-major B operand
+  using SmemLayoutVt =
+      decltype(composition(SmemLayoutK{}, make_layout(Shape<Int<kD>, Int<kTileTokens>>{}, GenRowMajor{})));
+  using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
+      Element, Element, float, Shape<_64, _32, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
+  using TiledMmaO = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
+      Element, Element, float, Shape<_64, _256, _64>, GMMA::Major::K, GMMA::Major::MN>()));
+
+  struct SharedStorage {
+    alignas(1024) Element q[cosize_v<SmemLayoutQ>];
+    alignas(1024) Element k[2][cosize_v<SmemLayoutK>];
+    alignas(1024) Element p[cosize_v<SmemLayoutP>];
+    float row_max[2][kTileRows];
+    float row_sum[2][kTileRows];
+    uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
+    alignas(8) uint64_t kv_full[2];     // dense with TMA: the tile of each KV buffer has landed
+  };
+  static constexpr int kThreads = 256;
+  static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
+  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
+};
+
+}  // namespace flashmla_sm90
