@@ -1,5 +1,15 @@
 // Dense MLA decode for sm_90a over a paged cache whose 64-token tiles come by TMA (page_size a multiple
-// of 64): kernel.cuh's tiling and thread roles, with the next tile's Q K^T issued under this tile's P V.
+// of 64) when a KV head has an even number of 64-row query tiles (h_q * s_q / h_kv > 64, e.g. 128 heads):
+// kernel.cuh's tiling and thread roles, the two CTAs of a query-tile pair in a cluster sharing every KV
+// tile by TMA multicast, and the next tile's Q K^T issued under this tile's P V.
+//
+// Why a cluster: with one tile in flight per CTA the tile time is set by how long a 72 KB tile takes to
+// land, and that grows with the load on L2 (benchmarks/micro/cp_async_ingest.cu: 1.8 us per tile when
+// half the SMs stream, 3.2 us when all do; ncu on h128-8k: tensor pipe 47 % busy). The two query tiles
+// of a KV head read the same KV tiles: each CTA of the pair issues half of a tile's 64-column slabs
+// (even or odd) with multicast to both, so L2 serves every tile once instead of twice. Each CTA's full
+// barrier expects the whole tile; a buffer is refilled once both CTAs have released it (an empty
+// barrier per buffer, arrived at by thread 0 of each CTA, the peer's remotely).
 //
 // Tiling and roles as in kernel.cuh: one CTA computes 64 query rows of one KV head; Q (64 x D) and two
 // KV tiles (64 x D) in shared memory, swizzle-128B, K-major, V the transposed view of a KV tile; two
@@ -20,6 +30,7 @@
 // scores are masked by position), so NaN in unused slots cannot reach P V.
 #pragma once
 
+#include <cute/arch/cluster_sm90.hpp>
 #include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/atom/mma_atom.hpp>
 #include <cute/tensor.hpp>
@@ -41,6 +52,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_tma_kernel(const __grid_con
   using Cfg = AttentionConfig<Element, kD>;
   using SmemLayoutK = typename Cfg::SmemLayoutK;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;
+  using EmptyBarrier = cutlass::arch::ClusterBarrier;
   constexpr float kNegInf = -INFINITY;
   constexpr int kSlabs = kD / 64;
   constexpr int kBarSoftmax = 1, kBarTail = 2, kBarEpilogue = 3;
@@ -53,15 +65,22 @@ __global__ void __launch_bounds__(256, 1) mla_decode_tma_kernel(const __grid_con
   const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
   const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
   const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
-  if (part.end_req < part.begin_req) return;
+  if (part.end_req < part.begin_req) return;  // both CTAs of the cluster share the part
   const int heads_per_kv = p.h_q / p.h_kv;
+  const uint32_t cta_rank = cute::block_rank_in_cluster(), peer = cta_rank ^ 1u;
   if (tid == 0) {
-    Barrier::init(&ss.kv_full[0], 1);
-    Barrier::init(&ss.kv_full[1], 1);
+    CUTE_UNROLL
+    for (int b = 0; b < 2; ++b) {
+      Barrier::init(&ss.kv_full[b], 1);
+      EmptyBarrier::init(&ss.kv_empty[b], 2);
+    }
     cutlass::arch::fence_barrier_init();
   }
-  __syncthreads();
+  cute::cluster_sync();  // the peer's barriers exist before any multicast or remote arrive
   uint32_t kv_phase = 0;  // bit b: the parity of buffer b's next fill
+  // thread 0: per buffer b, bit b says it has been filled before and bit 2 + b is the parity of the
+  // release to wait for before its next fill (the same history in both CTAs)
+  uint32_t fill_state = 0;
 
   Tensor sQ = make_tensor(make_smem_ptr(ss.q), typename Cfg::SmemLayoutQ{});
   Tensor sP = make_tensor(make_smem_ptr(ss.p), typename Cfg::SmemLayoutP{});
@@ -90,16 +109,27 @@ __global__ void __launch_bounds__(256, 1) mla_decode_tma_kernel(const __grid_con
     const int n_splits = p.num_splits[req + 1] - first_split;
     const int slot = req == part.begin_req ? part.begin_slot : first_split;
 
-    // Tile `tile` into buffer `buf` (thread 0): one 64 x 64 box per slab on the buffer's barrier.
+    // Tile `tile` into buffer `buf` of both CTAs (thread 0), once both have released the buffer's last
+    // tile: this CTA's half of the 64 x 64 slab boxes, multicast; its barrier expects the whole tile.
     auto load_tile = [&](int tile, int buf) {
       const int token0 = tile * kTileTokens;
       const int page = p.block_table[req * p.bt_stride_b + token0 / p.page_size];
-      Barrier::arrive_and_expect_tx(&ss.kv_full[buf], kSlabs * 64 * 128);
-      CUTE_UNROLL
-      for (int s = 0; s < kSlabs; ++s) {
-        SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.kv_full[buf], uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
-                               ss.k[buf] + s * 64 * kTileTokens, s * 64, token0 % p.page_size, kvh, page);
+      if (fill_state & (1u << buf)) {
+        EmptyBarrier::wait(&ss.kv_empty[buf], (fill_state >> (2 + buf)) & 1);
+        fill_state ^= 4u << buf;
       }
+      fill_state |= 1u << buf;
+      Barrier::arrive_and_expect_tx(&ss.kv_full[buf], kSlabs * 64 * 128);
+      for (int s = cta_rank; s < kSlabs; s += 2) {
+        SM90_TMA_LOAD_MULTICAST_4D::copy(&p.kv_tma, &ss.kv_full[buf], uint16_t(0b11),
+                                         uint64_t(TMA::CacheHintSm90::EVICT_NORMAL), ss.k[buf] + s * 64 * kTileTokens,
+                                         s * 64, token0 % p.page_size, kvh, page);
+      }
+    };
+    // Thread 0, once every warp of this CTA is done with buffer `buf`: tells both CTAs.
+    auto release = [&](int buf) {
+      EmptyBarrier::arrive(&ss.kv_empty[buf]);
+      EmptyBarrier::arrive(&ss.kv_empty[buf], peer, 1);
     };
     if (tid == 0) {
       if (tile_lo < tile_hi) load_tile(tile_lo, 0);
@@ -226,7 +256,10 @@ __global__ void __launch_bounds__(256, 1) mla_decode_tma_kernel(const __grid_con
       warpgroup_fence_operand(tOrO);
       // every warp's P V of this tile is done: its buffer (and P) may be overwritten
       __syncthreads();
-      if (tid == 0 && tile + 2 < tile_hi) load_tile(tile + 2, buf);
+      if (tid == 0 && has_next) {  // (the last tile's buffer is read by the stand-in until the epilogue)
+        release(buf);
+        if (tile + 2 < tile_hi) load_tile(tile + 2, buf);
+      }
     }
     warpgroup_wait<0>();
     warpgroup_fence_operand(tSrS);
@@ -234,20 +267,37 @@ __global__ void __launch_bounds__(256, 1) mla_decode_tma_kernel(const __grid_con
     store_attention_output<Element, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, m_tile, kvh,
                                            req, slot, n_splits);
     __syncthreads();  // Q tile and row_sum are reused by the next request
+    if (tid == 0 && tile_lo < tile_hi) release((tile_hi - 1 - tile_lo) & 1);
   }
+  cute::cluster_sync();  // no CTA leaves while its peer may still write its shared memory
 #endif
 }
 
+// Needs an even number of 64-row query tiles per KV head (CTAs (2i, 2i + 1) form a cluster).
 template <typename Element, int kD>
 cudaError_t launch_decode_tma(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   using Cfg = AttentionConfig<Element, kD>;
   auto kernel = mla_decode_tma_kernel<Element, kD>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;
+  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
+  if (m_tiles % 2 != 0) return cudaErrorInvalidValue;
+  const int64_t ctas = int64_t(m_tiles) * p.h_kv * num_parts;
   if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  kernel<<<dim3(unsigned(ctas)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(unsigned(ctas));
+  config.blockDim = dim3(Cfg::kThreads);
+  config.dynamicSmemBytes = Cfg::kSmemBytes;
+  config.stream = stream;
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = 2;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  config.attrs = &cluster;
+  config.numAttrs = 1;
+  err = cudaLaunchKernelEx(&config, kernel, p);
+  return err != cudaSuccess ? err : cudaGetLastError();
 }
 
 }  // namespace flashmla_sm90

@@ -368,7 +368,9 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   if constexpr (kSource == KeySource::kPaged) {
-    if (p.use_tma && p.overlap_qk) return launch_decode_tma<Element, kD>(p, num_parts, stream);
+    if (p.use_tma && p.cluster_pairs && (p.rows + kTileRows - 1) / kTileRows % 2 == 0) {
+      return launch_decode_tma<Element, kD>(p, num_parts, stream);
+    }
   }
   using Cfg = AttentionConfig<Element, kD>;
   auto kernel = mla_attention_kernel<Element, kD, kSource>;
