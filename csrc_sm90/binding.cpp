@@ -161,9 +161,6 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
-  // FLASHMLA_SM90_CLUSTER=0: no CTA-pair clusters (kernel.cuh's loop for every TMA case; A/B measurements)
-  static const char* cluster_env = std::getenv("FLASHMLA_SM90_CLUSTER");
-  p.cluster_pairs = !(cluster_env != nullptr && std::strcmp(cluster_env, "0") == 0);
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

@@ -61,7 +61,6 @@
 
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
-#include "decode_tma.cuh"
 #include "epilogue.cuh"
 #include "fp8_v32.cuh"
 #include "tile_config.cuh"
@@ -102,7 +101,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   // tensor map: one thread issues a 64 x 64 box per 64-column slab (the hardware writes the
   // swizzle-128B layout) and everyone waits on the buffer's mbarrier. Far fewer issued instructions
   // than 18 cp.async per thread, and more bytes in flight (benchmarks/micro/cp_async_ingest.cu).
-  const bool use_tma = kSource == KeySource::kPaged && p.use_tma;  // boxes of kTileTokens rows
+  const bool use_tma = kSource == KeySource::kPaged && p.use_tma;
   uint32_t kv_phase = 0;  // TMA: bit b is the parity of buffer b's next fill
   if (use_tma) {
     if (tid == 0) {
@@ -367,11 +366,6 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  if constexpr (kSource == KeySource::kPaged) {
-    if (p.use_tma && p.cluster_pairs && (p.rows + kTileRows - 1) / kTileRows % 2 == 0) {
-      return launch_decode_tma<Element, kD>(p, num_parts, stream);
-    }
-  }
   using Cfg = AttentionConfig<Element, kD>;
   auto kernel = mla_attention_kernel<Element, kD, kSource>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);

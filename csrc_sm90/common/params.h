@@ -58,10 +58,7 @@ struct AttentionParams {
   bool causal;
   // Dense decode with page_size a multiple of 64: the cache as a TMA tensor (d_qk, page_size, h_kv,
   // num_blocks), boxes of 64 x 64 x 1 x 1 with the 128-byte swizzle; use_tma false: cp.async gather.
-  // cluster_pairs: with TMA and an even number of 64-row query tiles, pairs of CTAs share each tile by
-  // multicast (attention/decode_tma.cuh).
   bool use_tma;
-  bool cluster_pairs;
   CUtensorMap kv_tma;
 };
 
