@@ -149,7 +149,7 @@ def _mla_fwd_kernel(
     SPARSE: tl.constexpr,
     WRITE_MAXL: tl.constexpr, KV_FP8: tl.constexpr, D_PE: tl.constexpr, IS_BF16: tl.constexpr,
     P_MODE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr,
-    PAGE_TILE: tl.constexpr = False, LAZY_RESCALE: tl.constexpr = False,
+    PAGE_TILE: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     tg = pid % (n_tiles * G)           # head tiles of one split are neighbours: they share its keys in L2
@@ -254,19 +254,12 @@ def _mla_fwd_kernel(
         alpha = tl.math.exp2(m_i - m_use)
         pr = tl.math.exp2(s - m_use[:, None])
         l_i = l_i * alpha + tl.sum(pr, 1)
-        if LAZY_RESCALE:
-            # the accumulators change only when some row's maximum moved (rare after the first tiles);
-            # a row that has no key yet has alpha 0 and an accumulator of 0, so skipping it is exact
-            if tl.sum((m_new > m_i).to(tl.int32), 0) > 0:
-                acc0 = acc0 * alpha[:, None]
-                acc1 = acc1 * alpha[:, None]
-                acc2 = acc2 * alpha[:, None]
-                acc3 = acc3 * alpha[:, None]
-        else:
-            acc0 = acc0 * alpha[:, None]
-            acc1 = acc1 * alpha[:, None]
-            acc2 = acc2 * alpha[:, None]
-            acc3 = acc3 * alpha[:, None]
+        # unconditional: skipping it when no row maximum moved (a branch on a reduction) measured 13-15 %
+        # slower on 64-row tiles (it stops the MMA pipelining; docs/benchmarks/triton.md)
+        acc0 = acc0 * alpha[:, None]
+        acc1 = acc1 * alpha[:, None]
+        acc2 = acc2 * alpha[:, None]
+        acc3 = acc3 * alpha[:, None]
         # P @ V. The weights are rounded to bf16 (fp16 for fp16 inputs) for the MMA, which errs by up
         # to 2^-8 of sum_t p_t |v_t| (FlashMLA's numerics; the conformance tolerance allows exactly
         # this). With bf16 inputs P_MODE 1 adds the rounding residual as a second bf16 MMA

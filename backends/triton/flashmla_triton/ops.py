@@ -276,8 +276,7 @@ def _launch_fwd(cfg, grid, q, kv, o, lse, maxl, sink, po, pl, bt, seqlens, idx, 
         SPARSE=sparse, WRITE_MAXL=maxl is not None, KV_FP8=kv_fp8, D_PE=d_pe, IS_BF16=q.dtype == torch.bfloat16,
         P_MODE=OVERRIDE.get("p_mode", cfg.p_mode) if q.dtype == torch.bfloat16 else 0,
         BLOCK_H=cfg.BLOCK_H, BLOCK_N=cfg.BLOCK_N, INTERPRET=interp,
-        PAGE_TILE=bool(OVERRIDE.get("page_tile", False)) and not sparse and page_size % cfg.BLOCK_N == 0,
-        LAZY_RESCALE=bool(OVERRIDE.get("lazy_rescale", False)),
+        PAGE_TILE=bool(OVERRIDE.get("page_tile", True)) and not sparse and page_size % cfg.BLOCK_N == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
 
