@@ -55,7 +55,8 @@ GRANULE = 64
 DET_MAX_SPLITS = 8
 # Programs a plan aims for, per SM: with fewer programs than WAVES * SMs the keys are split.
 WAVES = float(os.environ.get("FLASHMLA_TRITON_WAVES", "1"))
-# dense_parts: no split beyond one per request on average once b programs fill this share of the SMs.
+# dense_parts, 64-row tiles: no split beyond one per request on average once b programs fill this share
+# of the SMs.
 WHOLE_FILL = 0.9
 # Under the interpreter there are no SMs; this many keeps the split/combine path exercised on tiny shapes.
 INTERPRETER_SMS = 8
@@ -144,10 +145,12 @@ def dense_parts(device, b: int, rows: int, h_kv: int, deterministic: bool) -> tu
     # At least one split per request on average; requests longer than the batch-wide chunk are cut
     # further, so one long request in a batch (varlen) does not keep a single SM busy to the end.
     target = max(_target_parts(device, tiles), b)
-    # When one program per request already fills WHOLE_FILL of the SMs, cutting every request in two
-    # (b = 128 over 132 SMs) buys no parallelism and costs the partials and the combine (3 % on
-    # tp2-h64-8k, docs/benchmarks/triton.md): requests stay whole unless longer than the mean.
-    if b * tiles >= WHOLE_FILL * WAVES * sm_count(device):
+    # 64-row programs run one per SM (shared memory). When one per request already fills WHOLE_FILL
+    # of the SMs, cutting every request in two (b = 128 over 132 SMs) buys no parallelism and costs the
+    # partials and the combine: 3 % on tp2-h64-8k. Requests then stay whole unless longer than the mean.
+    # Smaller tiles fit two programs per SM and keep the split (19 % faster on tp8-h16-4k);
+    # docs/benchmarks/triton.md.
+    if block_h(rows) == 64 and b * tiles >= WHOLE_FILL * WAVES * sm_count(device):
         target = b
     return target + b, target
 

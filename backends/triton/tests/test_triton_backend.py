@@ -142,20 +142,24 @@ def test_dense_plan_covers_every_token_once(lens, deterministic):
     assert (sched[int(cum[-1]):, 4] == 0).all()                                             # padding rows
 
 
-def test_dense_plan_keeps_requests_whole_once_they_fill_the_sms():
+def test_dense_plan_keeps_64_row_requests_whole_once_they_fill_the_sms():
     from flashmla_triton import ops
-    sms = ops.sm_count(torch.device("cpu"))
+    cpu = torch.device("cpu")
+    sms = ops.sm_count(cpu)
     few, many = max(1, int(ops.WHOLE_FILL * sms) - 1), sms
     # too few requests to fill the SMs: equal requests are cut in several splits
-    _, cum = ops.plan_dense(torch.device("cpu"), few, 16, 1, False, torch.full((few,), 8192, dtype=torch.int32))
+    _, cum = ops.plan_dense(cpu, few, 64, 1, False, torch.full((few,), 8192, dtype=torch.int32))
     assert int(cum[-1]) > few
     # one per SM: one split each; a request longer than the mean is still cut
     lens = torch.full((many,), 8192, dtype=torch.int32)
-    _, cum = ops.plan_dense(torch.device("cpu"), many, 16, 1, False, lens)
+    _, cum = ops.plan_dense(cpu, many, 64, 1, False, lens)
     assert int(cum[-1]) == many
     lens[0] = 8192 * 4
-    _, cum = ops.plan_dense(torch.device("cpu"), many, 16, 1, False, lens)
+    _, cum = ops.plan_dense(cpu, many, 64, 1, False, lens)
     assert int(cum[1] - cum[0]) > 1 and int(cum[-1] - cum[1]) == many - 1
+    # 16-row tiles (two programs per SM) keep splitting
+    _, cum = ops.plan_dense(cpu, many, 16, 1, False, torch.full((many,), 8192, dtype=torch.int32))
+    assert int(cum[-1]) > many
 
 
 def test_deterministic_plan_is_batch_invariant():
