@@ -108,6 +108,8 @@ void combine(const fm::AttentionParams& p, fm::DType dtype, cudaStream_t stream)
   c.out = p.out; c.lse = p.lse;
   c.out_stride_b = p.out_stride_b; c.out_stride_s = p.out_stride_s; c.out_stride_h = p.out_stride_h;
   c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
+  static const char* pdl_env = std::getenv("FLASHMLA_SM90_PDL");  // "0": a plain launch, for A/B measurements
+  c.programmatic = !(pdl_env != nullptr && std::strcmp(pdl_env, "0") == 0);
   CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype, stream));
 }
 

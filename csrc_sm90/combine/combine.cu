@@ -1,6 +1,9 @@
 // Merges the split-KV partials of each (request, query row): log-sum-exp of the partial lse (log2),
 // weighted sum of the normalized partial outputs, attn_sink, 16-bit output and natural-log lse.
 // A request with a single split was finished by the decode kernel and is skipped.
+// Launched as a programmatic dependent of the attention kernel: its CTAs are dispatched while that
+// kernel's last CTAs run (no launch gap between the two) and wait for its completion before reading
+// the partials; the split counts come from the plan, which finished before the attention kernel began.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -29,6 +32,7 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   const int row_id = blockIdx.x, req = blockIdx.y;  // row_id over h_kv * rows
   const int first = p.num_splits[req], n = min(p.num_splits[req + 1] - first, kMaxSplitsInSmem);
   if (n <= 1) return;
+  wait_for_prerequisite_grids();  // the partials of the attention kernel
   const int kvh = row_id / p.rows, grow = row_id % p.rows;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t stride = int64_t(p.h_kv) * p.rows;
@@ -92,13 +96,18 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
 }
 
 cudaError_t launch_combine(const CombineParams& p, DType dtype, cudaStream_t stream) {
-  const dim3 grid(p.h_kv * p.rows, p.batch);
-  if (dtype == DType::kBF16) {
-    combine_kernel<__nv_bfloat16><<<grid, kCombineThreads, 0, stream>>>(p);
-  } else {
-    combine_kernel<__half><<<grid, kCombineThreads, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(p.h_kv * p.rows, p.batch);
+  config.blockDim = dim3(kCombineThreads);
+  config.stream = stream;
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &pdl;
+  config.numAttrs = p.programmatic ? 1 : 0;
+  const cudaError_t err = dtype == DType::kBF16 ? cudaLaunchKernelEx(&config, combine_kernel<__nv_bfloat16>, p)
+                                                : cudaLaunchKernelEx(&config, combine_kernel<__half>, p);
+  return err != cudaSuccess ? err : cudaGetLastError();
 }
 
 }  // namespace flashmla_sm90

@@ -14,6 +14,13 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
 }
 
+// Programmatic dependent launch (sm_90): the next kernel in the stream, launched with programmatic
+// stream serialization, may start once every CTA of this one has called launch_dependent_grids() or
+// exited; it must call wait_for_prerequisite_grids() before it reads what this one wrote (that waits
+// for this grid's completion and memory flush). Both are no-ops without such a launch.
+__device__ __forceinline__ void launch_dependent_grids() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
+__device__ __forceinline__ void wait_for_prerequisite_grids() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
 // wgmma accumulator rows are spread over the 4 lanes of a quad.
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, 1));

@@ -81,6 +81,7 @@ struct CombineParams {
   float* lse;
   int64_t out_stride_b, out_stride_s, out_stride_h;
   int batch, s_q, h_q, h_kv, rows;
+  bool programmatic;          // launch as a programmatic dependent of the attention kernel (PDL)
 };
 
 }  // namespace flashmla_sm90
