@@ -163,6 +163,8 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
+  static const char* seesaw_env = std::getenv("FLASHMLA_SM90_SEESAW");  // "0": kernel.cuh's loop (A/B)
+  p.seesaw = !(seesaw_env != nullptr && std::strcmp(seesaw_env, "0") == 0);
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

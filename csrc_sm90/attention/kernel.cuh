@@ -61,6 +61,7 @@
 
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
+#include "decode_seesaw.cuh"
 #include "epilogue.cuh"
 #include "fp8_v32.cuh"
 #include "tile_config.cuh"
@@ -369,6 +370,9 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
+  if constexpr (kSource == KeySource::kPaged && kD == 576) {
+    if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
+  }
   using Cfg = AttentionConfig<Element, kD>;
   auto kernel = mla_attention_kernel<Element, kD, kSource>;
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);

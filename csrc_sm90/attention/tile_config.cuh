@@ -34,6 +34,7 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
     float row_sum[2][kTileRows];
     uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
     alignas(8) uint64_t kv_full[2];     // dense with TMA: the tile of each KV buffer has landed
+    int released[2];                    // seesaw: warpgroups done with each buffer's tile (the second refills it)
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
