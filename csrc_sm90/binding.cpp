@@ -163,8 +163,15 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
-  static const char* seesaw_env = std::getenv("FLASHMLA_SM90_SEESAW");  // "0": kernel.cuh's loop (A/B)
-  p.seesaw = !(seesaw_env != nullptr && std::strcmp(seesaw_env, "0") == 0);
+  // The seesaw kernel (attention/decode_seesaw.cuh) for d_qk 576 over TMA tiles when a KV head has more
+  // than one 64-row query tile (the compute-bound shapes it is faster on: +7-12 % measured) and the
+  // plan's parts average at least half a request (it pays a pair's prologue and an odd tile's phantom
+  // per part: slower on b8-h128-4k's short parts). FLASHMLA_SM90_SEESAW=0 keeps kernel.cuh's loop.
+  static const char* seesaw_env = std::getenv("FLASHMLA_SM90_SEESAW");
+  const bool seesaw_allowed = !(seesaw_env != nullptr && std::strcmp(seesaw_env, "0") == 0);
+  p.seesaw = seesaw_allowed && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
+  static const char* handoff_env = std::getenv("FLASHMLA_SM90_HANDOFF");  // TEMPORARY A/B
+  p.handoff_sync = handoff_env != nullptr && std::strcmp(handoff_env, "sync") == 0;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

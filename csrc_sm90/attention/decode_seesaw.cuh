@@ -99,18 +99,27 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     const int tile_lo = req == part.begin_req ? part.begin_tile : 0;
     const int tile_real = max(tile_lo, req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles);
     const int tile_hi = tile_lo + ((tile_real - tile_lo + 1) & ~1);  // whole pairs (a phantom B at most)
-    // keys at or past end_token are never attended here (the phantom may hold the next split's keys)
-    const int end_token = min(seqlen, tile_real * kTileTokens);
+    // Keys at or past end_token are never attended here (the phantom may hold the next split's keys).
+    // These and the rows' causal limits go to shared memory, visible after the Q load's barrier.
+    if (tid < kTileRows) {
+      const int end_token = min(seqlen, tile_real * kTileTokens);
+      const int grow = m_tile * kTileRows + tid;  // bottom-right causal: query token j sees keys [0, L - s_q + j]
+      ss.row_last_key[tid] = min(end_token - 1, p.causal ? seqlen - p.s_q + grow / heads_per_kv : seqlen - 1);
+      if (tid == 0) {
+        ss.end_token = end_token;
+        ss.tile_real = tile_real;
+      }
+    }
     auto buf_of = [&](int tile) { return (tile - tile_lo) & 1; };
     auto page_of = [&](int tile) {  // the phantom repeats the last real tile's box
-      return p.block_table[req * p.bt_stride_b + min(tile, tile_real - 1) * kTileTokens / p.page_size];
+      return p.block_table[req * p.bt_stride_b + min(tile, ss.tile_real - 1) * kTileTokens / p.page_size];
     };
 
     // Tile `tile` into its buffer (one thread): one 64 x 64 box per slab on the buffer's full barrier.
     auto produce = [&](int tile, int page) CUTLASS_LAMBDA_FUNC_INLINE {
       const int buf = buf_of(tile);
       FullBarrier::arrive_and_expect_tx(&ss.kv_full[buf], kTileBytes);
-      const int offset = (min(tile, tile_real - 1) * kTileTokens) % p.page_size;
+      const int offset = (min(tile, ss.tile_real - 1) * kTileTokens) % p.page_size;
       CUTE_UNROLL
       for (int s = 0; s < kD / 64; ++s) {
         SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.kv_full[buf], uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
@@ -121,7 +130,9 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       for (int tile = tile_lo; tile < min(tile_hi, tile_lo + 2); ++tile) produce(tile, page_of(tile));
     }
     {  // Q tile by cp.async: rows past the problem's rows are zero
-      const int copy_row = tid / 4, copy_chunk0 = tid % 4;
+      // (row and chunk laundered: hoisted out of the request loop, their swizzled offsets were spilled)
+      int copy_row = tid / 4, copy_chunk0 = tid % 4;
+      asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
       const int grow = m_tile * kTileRows + copy_row;
       const bool valid = grow < p.rows;
       const Element* src = q;
@@ -138,19 +149,13 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
-    int last_key[2];  // bottom-right causal: query token j sees keys [0, seqlen - s_q + j]
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) {
-      const int grow = m_tile * kTileRows + my_row0 + 8 * k;
-      last_key[k] = p.causal ? min(seqlen - 1, seqlen - p.s_q + grow / heads_per_kv) : seqlen - 1;
-    }
 
     // S = Q K^T of `tile` (this warpgroup) once it has landed; rows past the length get zero value dims.
     auto issue_qk = [&](int tile) CUTLASS_LAMBDA_FUNC_INLINE {
       const int buf = buf_of(tile);
       FullBarrier::wait(&ss.kv_full[buf], (kv_phase >> buf) & 1);
       kv_phase ^= 1u << buf;
-      const int valid = max(0, end_token - tile * kTileTokens);
+      const int valid = max(0, ss.end_token - tile * kTileTokens);
       if (valid < kTileTokens) {
         char* rows = reinterpret_cast<char*>(ss.k[buf]);
         constexpr int kValueChunks = kHeadDimV * int(sizeof(Element)) / 16;
@@ -182,10 +187,11 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     auto mask_scores = [&](int tile, float (&tile_max)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
       warpgroup_fence_operand(tSrS);
       tile_max[0] = tile_max[1] = kNegInf;
+      const int last_key[2] = {ss.row_last_key[my_row0], ss.row_last_key[my_row0 + 8]};
       CUTE_UNROLL
       for (int i = 0; i < size(tSrS); ++i) {
         const int token = tile * kTileTokens + get<1>(tScS(i));
-        const float s = token <= last_key[slot_of(i)] && token < end_token ? tSrS(i) * p.scale_log2 : kNegInf;
+        const float s = token <= last_key[slot_of(i)] ? tSrS(i) * p.scale_log2 : kNegInf;
         tSrS(i) = s;
         tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], s);
       }
@@ -199,7 +205,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       for (int i = 0; i < size(tSrS); i += 2) {  // adjacent accumulator values: adjacent columns
         const int k = slot_of(i);
         const float m_use = m[k] == kNegInf ? 0.f : m[k];
-        const float p0 = exp2f(tSrS(i) - m_use), p1 = exp2f(tSrS(i + 1) - m_use);
+        const float p0 = fast_exp2(tSrS(i) - m_use), p1 = fast_exp2(tSrS(i + 1) - m_use);
         sum[k] += p0 + p1;
         Element pair[2] = {Element(p0), Element(p1)};
         *reinterpret_cast<uint32_t*>(&tSsP(i)) = *reinterpret_cast<const uint32_t*>(pair);
@@ -211,7 +217,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       float factor[2];
       CUTE_UNROLL
       for (int k = 0; k < 2; ++k) {
-        factor[k] = to[k] == kNegInf ? 1.f : exp2f(from[k] - to[k]);
+        factor[k] = to[k] == kNegInf ? 1.f : fast_exp2(from[k] - to[k]);
         row_sum[k] *= factor[k];
       }
       if (factor[0] != 1.f || factor[1] != 1.f) {  // the running max rarely moves after a few tiles
@@ -276,7 +282,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
           write_p(a, m_a, sum_p);
           store_max(max_a, m_a);
-          named_barrier_arrive(kBarPa, 256);
+          if (p.handoff_sync) named_barrier(kBarPa, 256);
+          else named_barrier_arrive(kBarPa, 256);
           rescale(row_max, m_a);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
@@ -310,9 +317,11 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           for (int k = 0; k < 2; ++k) m_b[k] = fmaxf(m_a[k], tile_max[k]);
           write_p(b, m_b, sum_p);
           store_max(max_b, m_b);
-          named_barrier_arrive(kBarPb, 256);
+          if (p.handoff_sync) named_barrier(kBarPb, 256);
+          else named_barrier_arrive(kBarPb, 256);
           wait_pv();
           release(a, page_a);
+          load_max(max_a, m_a);  // re-read, not held through softmax B (registers)
           rescale(m_a, m_b);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) {
@@ -324,14 +333,18 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           release(b, page_b);
         }
       }
+      // nothing is in flight here; saying so lets ptxas reuse S's registers in the epilogue
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
     }
 
     // (read here rather than held through the loop: registers are at the limit)
     const int first_split = p.num_splits[req];
     const int n_splits = p.num_splits[req + 1] - first_split;
     const int slot = req == part.begin_req ? part.begin_slot : first_split;
-    store_attention_output<Element, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, m_tile, kvh,
-                                           req, slot, n_splits);
+    store_attention_output<Element, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum,
+                                           int(blockIdx.x) % m_tiles, int(blockIdx.x) / m_tiles % p.h_kv, req, slot,
+                                           n_splits);
     __syncthreads();  // Q tile and row_sum are reused by the next request
   }
 #endif

@@ -35,7 +35,8 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
   for (int k = 0; k < 2; ++k) {
     const int r = my_row0 + 8 * k;
     const float total = row_sum_smem[0][r] + row_sum_smem[1][r];
-    inv_sum[k] = total > 0.f ? 1.f / total : 0.f;
+    // __fdividef: an IEEE 1/x has a slow-path call, around which a kernel at its register limit spills
+    inv_sum[k] = total > 0.f ? __fdividef(1.f, total) : 0.f;
     lse2[k] = total > 0.f ? row_max[k] + log2f(total) : kNegInf;
   }
   const bool finished_here = n_splits <= 1;
@@ -48,7 +49,7 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
     factor[k] = inv_sum[k];
     if (finished_here && p.attn_sink != nullptr && lse2[k] != kNegInf && row_ok[k]) {
       const int h = kvh * heads_per_kv + grow % heads_per_kv;
-      factor[k] *= 1.f / (1.f + __expf(p.attn_sink[h] - lse2[k] * kLn2));
+      factor[k] = __fdividef(factor[k], 1.f + __expf(p.attn_sink[h] - lse2[k] * kLn2));
     }
   }
   // Stores go by pairs: accumulator values i and i + 1 are adjacent columns of one row.

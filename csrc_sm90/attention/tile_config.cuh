@@ -35,6 +35,10 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
     uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
     alignas(8) uint64_t kv_full[2];     // dense with TMA: the tile of each KV buffer has landed
     int released[2];                    // seesaw: warpgroups done with each buffer's tile (the second refills it)
+    // seesaw: the current request's last visible key per query row, end of this CTA's keys, last real
+    // tile (read where used: registers are at their limit through the loop)
+    int row_last_key[kTileRows];
+    int end_token, tile_real;
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
