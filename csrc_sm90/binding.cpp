@@ -170,8 +170,6 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   static const char* seesaw_env = std::getenv("FLASHMLA_SM90_SEESAW");
   const bool seesaw_allowed = !(seesaw_env != nullptr && std::strcmp(seesaw_env, "0") == 0);
   p.seesaw = seesaw_allowed && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
-  static const char* handoff_env = std::getenv("FLASHMLA_SM90_HANDOFF");  // TEMPORARY A/B
-  p.handoff_sync = handoff_env != nullptr && std::strcmp(handoff_env, "sync") == 0;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

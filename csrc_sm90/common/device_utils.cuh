@@ -14,12 +14,6 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads));
 }
 
-// Signals barrier `id` without waiting: the producer half of a hand-off whose consumers bar.sync on it
-// (this thread's earlier shared-memory writes are visible to them once it completes).
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads));
-}
-
 // Programmatic dependent launch (sm_90): the next kernel in the stream, launched with programmatic
 // stream serialization, may start once every CTA of this one has called launch_dependent_grids() or
 // exited; it must call wait_for_prerequisite_grids() before it reads what this one wrote (that waits

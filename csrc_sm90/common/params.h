@@ -61,7 +61,6 @@ struct AttentionParams {
   // seesaw: d_qk 576 TMA tiles go to attention/decode_seesaw.cuh.
   bool use_tma;
   bool seesaw;
-  bool handoff_sync;          // TEMPORARY A/B: seesaw hand-offs as bar.sync on both sides
   CUtensorMap kv_tma;
 };
 

@@ -57,6 +57,32 @@ def test_against_reference_realistic(b, h_q, s_q, page, lens):
     torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
 
 
+# Shapes the seesaw kernel serves (csrc_sm90/attention/decode_seesaw.cuh; the binding picks it for d_qk 576,
+# page_size a multiple of 64, more than 64 query rows per KV head, and plans whose parts average at least
+# half a request: here deterministic plans, or b = 80 requests over the 66 parts of an H100 plan). Lengths
+# cover empty requests, odd tile counts (a phantom tile), partial tiles and requests split across parts.
+SEESAW_LENS = [0, 1, 63, 64, 65, 129, 191, 4096, 40000]
+
+
+@pytest.mark.parametrize("b,h_q,s_q,page,dtype,deterministic", [
+    (80, 128, 1, 64, torch.bfloat16, False), (80, 128, 2, 128, torch.bfloat16, False),
+    (9, 128, 2, 64, torch.float16, True), (9, 96, 1, 256, torch.bfloat16, True),
+])
+def test_seesaw_shapes_against_reference(b, h_q, s_q, page, dtype, deterministic):
+    g = torch.Generator().manual_seed(b + h_q + s_q)
+    lens = SEESAW_LENS + [int(x) for x in torch.randint(1, 6000, (b - len(SEESAW_LENS),), generator=g)]
+    q, cache, table, seqlens = paged(b, lens, h_q, s_q=s_q, page=page, dtype=dtype)
+    sink = torch.randn(h_q, device="cuda")
+    plan = attention.plan_decode(seqlens, num_q_heads=h_q, q_len=s_q, deterministic=deterministic)
+    out, lse = attention.dense_decode(q, cache, table, seqlens, causal=True, attn_sink=sink, plan=plan)
+    ref_out, ref_lse = attention.dense_decode(q, cache, table, seqlens, causal=True, attn_sink=sink,
+                                              backend="reference")
+    torch.testing.assert_close(out.float(), ref_out.float(), atol=6e-3, rtol=2e-2)
+    cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref_out.float().flatten(), dim=0)
+    assert float(cos) > 0.99999
+    torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
+
+
 def test_cuda_graph_capture_of_plan_and_decode():
     lens = [4096, 100, 0, 2048]
     q, cache, table, seqlens = paged(4, lens, 128, s_q=2)
