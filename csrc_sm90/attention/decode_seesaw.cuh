@@ -316,11 +316,13 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           for (int k = 0; k < 2; ++k) m_b[k] = fmaxf(m_a[k], tile_max[k]);
           write_p(b, m_b, sum_p);
           store_max(max_b, m_b);
+          // m_A re-read rather than held through softmax B (registers), and before this hand-off: past it,
+          // WG0 may write the next pair's
+          load_max(max_a, m_a);
           named_barrier(kBarPb, 256);
           wait_pv();
-          release(a, page_a);
-          load_max(max_a, m_a);  // re-read, not held through softmax B (registers)
           rescale(m_a, m_b);
+          release(a, page_a);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) {
             row_sum[k] += sum_p[k];
@@ -341,7 +343,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     const int n_splits = p.num_splits[req + 1] - first_split;
     const int slot = req == part.begin_req ? part.begin_slot : first_split;
     store_attention_output<Element, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum,
-                                           int(blockIdx.x) % m_tiles, int(blockIdx.x) / m_tiles % p.h_kv, req, slot,
+                                           int(blockIdx.x) % ((p.rows + kTileRows - 1) / kTileRows),
+                                           int(blockIdx.x) / ((p.rows + kTileRows - 1) / kTileRows) % p.h_kv, req, slot,
                                            n_splits);
     __syncthreads();  // Q tile and row_sum are reused by the next request
   }
