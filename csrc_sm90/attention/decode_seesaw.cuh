@@ -15,7 +15,8 @@
 // so softmax A overlaps S_B and softmax B overlaps both P_A V_A. A tile's RoPE slab (64 x 64 x 2 B) is
 // read only by its own Q K^T and then holds its P (64 x 64, 16-bit) for both warpgroups' P V.
 // Hand-offs: named barriers 1 (P_A and m_A ready) and 2 (P_B and m_B ready), both warpgroups syncing
-// (measured as fast as arrive-only producers, and compute-sanitizer's racecheck models them).
+// (measured as fast as arrive-only producers); non-aligned barrier.sync, since the warpgroups reach
+// them from different instructions.
 //
 // Loads: thread 0 issues a tile's nine 64 x 64 boxes on its buffer's full barrier. A buffer is refilled
 // with the tile two ahead once both warpgroups' P V of it has completed: the second warpgroup to say
@@ -164,7 +165,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           *reinterpret_cast<uint4*>(rows + swizzled_chunk_offset(row, chunk)) = make_uint4(0, 0, 0, 0);
         }
         cutlass::arch::fence_view_async_shared();
-        named_barrier(kBarWarpgroup + wg, 128);
+        named_barrier_unaligned(kBarWarpgroup + wg, 128);
       }
       // Q's 36 operand descriptors are made here from an opaque pointer: made once outside the loop,
       // they would stay live in 72 registers (ptxas spilled with them)
@@ -282,12 +283,12 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
           write_p(a, m_a, sum_p);
           store_max(max_a, m_a);
-          named_barrier(kBarPa, 256);
+          named_barrier_unaligned(kBarPa, 256);
           rescale(row_max, m_a);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
           issue_pv(a);
-          named_barrier(kBarPb, 256);
+          named_barrier_unaligned(kBarPb, 256);
           load_max(max_b, m_b);
           wait_pv();
           release(a, page_a);
@@ -307,7 +308,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           issue_qk(b);
           warpgroup_wait<0>();  // S_B
           mask_scores(b, tile_max);
-          named_barrier(kBarPa, 256);
+          named_barrier_unaligned(kBarPa, 256);
           load_max(max_a, m_a);
           rescale(row_max, m_a);
           issue_pv(a);
@@ -319,7 +320,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           // m_A re-read rather than held through softmax B (registers), and before this hand-off: past it,
           // WG0 may write the next pair's
           load_max(max_a, m_a);
-          named_barrier(kBarPb, 256);
+          named_barrier_unaligned(kBarPb, 256);
           wait_pv();
           rescale(m_a, m_b);
           release(a, page_a);

@@ -15,6 +15,12 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+// The same where the participating warps reach the barrier from different instructions (warpgroups with
+// different code): bar.sync is barrier.sync.aligned, which requires every thread to execute the same
+// barrier instruction (synccheck: "divergent thread(s) in block"); barrier.sync lifts that.
+__device__ __forceinline__ void named_barrier_unaligned(int id, int threads) {
+  asm volatile("barrier.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 
 // Programmatic dependent launch (sm_90): the next kernel in the stream, launched with programmatic
 // stream serialization, may start once every CTA of this one has called launch_dependent_grids() or
