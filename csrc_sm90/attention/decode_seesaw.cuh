@@ -41,6 +41,7 @@
 #include "epilogue.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
+#include "wgmma_issue.cuh"
 
 namespace flashmla_sm90 {
 
@@ -175,15 +176,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       Tensor tSrQ = thr_s.partition_fragment_A(make_tensor(make_smem_ptr(q_smem), typename Cfg::SmemLayoutQ{}));
       Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutK{});
       Tensor tSrK = thr_s.partition_fragment_B(sK);
-      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
-      warpgroup_fence_operand(tSrS);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
-        cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
-        mma_s.accumulate_ = GMMA::ScaleOut::One;
-      }
-      warpgroup_commit_batch();
+      issue_wgmma(mma_s, tSrQ, tSrK, tSrS, true);
     };
     // Once S is in registers: mask (length, causal), scale into log2 units, row maxima of the tile.
     auto mask_scores = [&](int tile, float (&tile_max)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
@@ -233,11 +226,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       Tensor tOrP = thr_o.partition_fragment_A(tile_p(buf));
       Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutVt{});
       Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
-      warpgroup_fence_operand(tOrO);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
-      warpgroup_commit_batch();
+      issue_wgmma(mma_o, tOrP, tOrV, tOrO, false);
     };
     auto wait_pv = [&] {
       warpgroup_wait<0>();

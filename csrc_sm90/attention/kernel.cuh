@@ -66,6 +66,7 @@
 #include "fp8_v32.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
+#include "wgmma_issue.cuh"
 
 namespace flashmla_sm90 {
 
@@ -283,15 +284,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       // S = Q K^T for this warpgroup's 32 tokens
       Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), SmemLayoutK{});
       Tensor tSrK = thr_s.partition_fragment_B(local_tile(sK, Shape<_32, Int<kD>>{}, make_coord(wg, 0)));
-      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
-      warpgroup_fence_operand(tSrS);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tSrQ); ++kb) {
-        cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
-        mma_s.accumulate_ = GMMA::ScaleOut::One;
-      }
-      warpgroup_commit_batch();
+      issue_wgmma(mma_s, tSrQ, tSrK, tSrS, true);
       if (kFp8 && tile + 1 < tile_hi) {  // under QK: half A of tile + 1 into the free buffer, load half B
         fp8_store(buf ^ 1, 0);
         fp8_load(tile + 1, source1, 1);
@@ -346,11 +339,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       // O_w += P V_w
       Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutVt{});
       Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
-      warpgroup_fence_operand(tOrO);
-      warpgroup_arrive();
-      CUTE_UNROLL
-      for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
-      warpgroup_commit_batch();
+      issue_wgmma(mma_o, tOrP, tOrV, tOrO, false);
       if (kFp8 && tile + 1 < tile_hi) {  // under PV: half B of tile + 1, then load half A of tile + 2
         fp8_store(buf ^ 1, 1);
         if (tile + 2 < tile_hi) fp8_load(tile + 2, next_source, 0);
