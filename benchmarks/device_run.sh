@@ -7,6 +7,8 @@
 #   e.g. bash benchmarks/device_run.sh --rows b1-h16-2k,h128-8k --backend sm90
 #
 # Optional: carry `.whl` (nvidia-cutlass wheel, for the sm90 build); SKIP_BUILD=1, SKIP_TESTS=1;
+# SANITIZE=1 (memcheck, racecheck, synccheck on backends/sm90/tests/sanitize_cases.py); environment
+# switches pass through to every step (FLASHMLA_SM90_SEESAW=1 tests and sanitizes the seesaw kernel);
 # GPU_TESTS="pytest args" replaces the test selection; SAVE_BUILD=1 copies the built .so files to
 # $OUT/build (carry them next time to skip the build: they only fit that machine's torch).
 # A failing step is recorded and the next one still runs: one broken test must not cost the numbers.
@@ -76,6 +78,9 @@ if [ "${SANITIZE:-0}" = 1 ] && [ -f backends/sm90/tests/sanitize_cases.py ]; the
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   step memcheck 300 "$SAN" --tool memcheck --error-exitcode 1 $PY backends/sm90/tests/sanitize_cases.py
   step racecheck 300 "$SAN" --tool racecheck --error-exitcode 1 $PY backends/sm90/tests/sanitize_cases.py
+  # synccheck: barrier misuse racecheck does not name (e.g. an .aligned bar.sync reached from different
+  # instructions by different warps)
+  step synccheck 300 "$SAN" --tool synccheck --error-exitcode 1 $PY backends/sm90/tests/sanitize_cases.py
 fi
 
 [ "${SKIP_BENCH:-0}" = 1 ] || step bench 540 $PY -m flashmla bench --json "$OUT/bench.json" --markdown "$OUT/bench.md" --plot "$OUT/bench.png" "$@"
