@@ -72,12 +72,18 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   return {schedule, num_splits};
 }
 
+// Switches read once per process (A/B measurements, opt-ins): the variable equals `value`.
+bool env_equals(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::strcmp(v, value) == 0;
+}
+
 // The paged cache as a TMA tensor (AttentionParams::kv_tma) when its tiles can come by TMA: page_size a
 // multiple of 64 (a 64-token tile inside one page), 16-byte aligned base and strides. False otherwise
 // (or with FLASHMLA_SM90_TMA=0, for A/B measurements): the kernel gathers rows with cp.async.
 bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
-  static const char* env = std::getenv("FLASHMLA_SM90_TMA");
-  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  static const bool tma_off = env_equals("FLASHMLA_SM90_TMA", "0");
+  if (tma_off) return false;
   const int64_t es = kv.element_size(), page = kv.size(1), h_kv = kv.size(2), d = kv.size(3);
   if (page % fm::kTileTokens != 0 || reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 != 0 || kv.stride(3) != 1) {
     return false;
@@ -108,8 +114,8 @@ void combine(const fm::AttentionParams& p, fm::DType dtype, cudaStream_t stream)
   c.out = p.out; c.lse = p.lse;
   c.out_stride_b = p.out_stride_b; c.out_stride_s = p.out_stride_s; c.out_stride_h = p.out_stride_h;
   c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
-  static const char* pdl_env = std::getenv("FLASHMLA_SM90_PDL");  // "0": a plain launch, for A/B measurements
-  c.programmatic = !(pdl_env != nullptr && std::strcmp(pdl_env, "0") == 0);
+  static const bool pdl_off = env_equals("FLASHMLA_SM90_PDL", "0");  // a plain launch, for A/B measurements
+  c.programmatic = !pdl_off;
   CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype, stream));
 }
 
@@ -168,9 +174,8 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   // when a KV head has more than one 64-row query tile (the compute-bound shapes, +6-17 % measured) and
   // the plan's parts average at least half a request (it pays a pair's prologue and an odd tile's
   // phantom per part: slower on b8-h128-4k's short parts).
-  static const char* seesaw_env = std::getenv("FLASHMLA_SM90_SEESAW");
-  const bool seesaw_allowed = seesaw_env != nullptr && std::strcmp(seesaw_env, "1") == 0;
-  p.seesaw = seesaw_allowed && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
+  static const bool seesaw_on = env_equals("FLASHMLA_SM90_SEESAW", "1");
+  p.seesaw = seesaw_on && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

@@ -58,7 +58,6 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
   constexpr float kNegInf = -INFINITY;
   constexpr int kBarPa = 1, kBarPb = 2, kBarWarpgroup = 3 /* + wg */, kBarEpilogue = 5;
   constexpr int kRopeSlab = kHeadDimV * kTileTokens;  // element offset of a tile's RoPE slab
-  constexpr uint32_t kTileBytes = kD * kTileTokens * sizeof(Element);
   static_assert(cosize_v<typename Cfg::SmemLayoutP> == kTileTokens * (kD - kHeadDimV), "P fills a RoPE slab");
 
   extern __shared__ char smem_raw[];
@@ -93,7 +92,6 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
   const int my_row0 = (wg_tid / 32) * 16 + lane / 4;  // wgmma C layout: rows my_row0, my_row0 + 8
   auto slot_of = [](int v) { return (v >> 1) & 1; };
   auto tile_p = [&](int buf) { return make_tensor(make_smem_ptr(ss.k[buf] + kRopeSlab), typename Cfg::SmemLayoutP{}); };
-  const Element* q = static_cast<const Element*>(p.q);
   uint32_t kv_phase = 0;  // bit b: the parity of buffer b's next fill
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
@@ -121,13 +119,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     // Tile `tile` into its buffer (one thread): one 64 x 64 box per slab on the buffer's full barrier.
     auto produce = [&](int tile, int page) CUTLASS_LAMBDA_FUNC_INLINE {
       const int buf = buf_of(tile);
-      FullBarrier::arrive_and_expect_tx(&ss.kv_full[buf], kTileBytes);
-      const int offset = (min(tile, ss.tile_real - 1) * kTileTokens) % p.page_size;
-      CUTE_UNROLL
-      for (int s = 0; s < kD / 64; ++s) {
-        SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.kv_full[buf], uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
-                               ss.k[buf] + s * 64 * kTileTokens, s * 64, offset, kvh, page);
-      }
+      load_tile_boxes<kD>(p, &ss.kv_full[buf], ss.k[buf], (min(tile, ss.tile_real - 1) * kTileTokens) % p.page_size,
+                          kvh, page);
     };
     if (tid == 0) {
       for (int tile = tile_lo; tile < min(tile_hi, tile_lo + 2); ++tile) produce(tile, page_of(tile));
@@ -136,14 +129,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       // (row and chunk laundered: hoisted out of the request loop, their swizzled offsets were spilled)
       int copy_row = tid / 4, copy_chunk0 = tid % 4;
       asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
-      const int grow = m_tile * kTileRows + copy_row;
-      const bool valid = grow < p.rows;
-      const Element* src = q;
-      if (valid) {
-        const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-        src = q + req * p.q_stride_b + j * p.q_stride_s + h * p.q_stride_h;
-      }
-      load_tile_row<kD * int(sizeof(Element)) / 16>(ss.q, copy_row, copy_chunk0, valid, src);
+      load_q_tile_rows<kD * int(sizeof(Element)) / 16>(p, static_cast<const Element*>(p.q), heads_per_kv, ss.q, m_tile,
+                                                       kvh, req, copy_row, copy_chunk0);
       cp_async_commit();
       cp_async_wait<0>();
       cutlass::arch::fence_view_async_shared();
@@ -344,14 +331,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
 
 template <typename Element>
 cudaError_t launch_decode_seesaw(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  using Cfg = AttentionConfig<Element, 576>;
-  auto kernel = mla_decode_seesaw_kernel<Element>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-  if (err != cudaSuccess) return err;
-  const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;
-  if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  kernel<<<dim3(unsigned(ctas)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_tiled<AttentionConfig<Element, 576>>(mla_decode_seesaw_kernel<Element>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90

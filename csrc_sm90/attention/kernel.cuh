@@ -180,16 +180,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     auto load_kv_tile = [&](int tile, int source, int buf) {
       source = usable(source);
       if (use_tma) {
-        if (tid == 0) {
-          constexpr int kSlabs = kD / 64;
-          Barrier::arrive_and_expect_tx(&ss.kv_full[buf], kSlabs * 64 * 128);
-          const int offset = (tile * kTileTokens) % p.page_size;
-          CUTE_UNROLL
-          for (int s = 0; s < kSlabs; ++s) {
-            SM90_TMA_LOAD_4D::copy(&p.kv_tma, &ss.kv_full[buf], uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
-                                   ss.k[buf] + s * 64 * kTileTokens, s * 64, offset, kvh, source);
-          }
-        }
+        if (tid == 0) load_tile_boxes<kD>(p, &ss.kv_full[buf], ss.k[buf], (tile * kTileTokens) % p.page_size, kvh, source);
         return;
       }
       if constexpr (kFp8) {
@@ -214,16 +205,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       }
     };
 
-    {  // Q tile: rows past the problem's rows are zero
-      const int grow = m_tile * kTileRows + copy_row;
-      const bool valid = grow < p.rows;
-      const Element* src = q;
-      if (valid) {
-        const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-        src = q + req * p.q_stride_b + j * p.q_stride_s + h * p.q_stride_h;
-      }
-      load_tile_row<kChunks>(ss.q, copy_row, copy_chunk0, valid, src);
-    }
+    load_q_tile_rows<kChunks>(p, q, heads_per_kv, ss.q, m_tile, kvh, req, copy_row, copy_chunk0);
     if (tile_lo < tile_hi) {
       const int source = row_source(tile_lo);
       load_kv_tile(tile_lo, source, 0);
@@ -362,14 +344,7 @@ cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream
   if constexpr (kSource == KeySource::kPaged && kD == 576) {
     if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
   }
-  using Cfg = AttentionConfig<Element, kD>;
-  auto kernel = mla_attention_kernel<Element, kD, kSource>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-  if (err != cudaSuccess) return err;
-  const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;
-  if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  kernel<<<dim3(unsigned(ctas)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  return launch_tiled<AttentionConfig<Element, kD>>(mla_attention_kernel<Element, kD, kSource>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90

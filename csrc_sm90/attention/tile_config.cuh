@@ -45,4 +45,16 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
+// Launches an attention kernel of configuration Cfg: one CTA per (schedule part, KV head, 64-row query
+// tile), the m-tile fastest.
+template <class Cfg, class Kernel>
+cudaError_t launch_tiled(Kernel kernel, const AttentionParams& p, int num_parts, cudaStream_t stream) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int64_t ctas = int64_t((p.rows + kTileRows - 1) / kTileRows) * p.h_kv * num_parts;
+  if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  kernel<<<dim3(unsigned(ctas)), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
 }  // namespace flashmla_sm90

@@ -1,8 +1,13 @@
-// Row copies into the swizzle-128B, K-major shared-memory tiles that wgmma reads.
+// Copies into the swizzle-128B, K-major shared-memory tiles that wgmma reads: cp.async rows (any source)
+// and TMA boxes (a paged tile inside one page).
 #pragma once
+#include <cute/arch/copy_sm90_tma.hpp>
 #include <cute/config.hpp>
+#include <cutlass/arch/barrier.h>
 
 #include <cstdint>
+
+#include "../common/params.h"
 
 namespace flashmla_sm90 {
 
@@ -28,6 +33,35 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
   for (int i = 0; i < kChunks / 4; ++i) {
     const uint32_t dst = ((i & 1) ? odd : even) + (i >> 1) * (64 * 128);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(from + i * 64), "r"(src_bytes));
+  }
+}
+
+// This thread's share of the CTA's Q tile (64 rows of one KV head, s_q-major; rows past the problem's
+// rows are zero): chunks copy_chunk0, copy_chunk0 + 4, ... of row copy_row, by cp.async (uncommitted).
+template <int kChunks, typename Element>
+__device__ __forceinline__ void load_q_tile_rows(const AttentionParams& p, const Element* q, int heads_per_kv,
+                                                 Element* smem_q, int m_tile, int kvh, int req, int copy_row,
+                                                 int copy_chunk0) {
+  const int grow = m_tile * kTileRows + copy_row;
+  const bool valid = grow < p.rows;
+  const Element* src = q;
+  if (valid) {
+    const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
+    src = q + req * p.q_stride_b + j * p.q_stride_s + h * p.q_stride_h;
+  }
+  load_tile_row<kChunks>(smem_q, copy_row, copy_chunk0, valid, src);
+}
+
+// One thread: the kD / 64 boxes (64 dims x 64 tokens each) of the paged tile at `offset` in `page`, for
+// KV head kvh, on barrier `full`, which expects the whole tile's bytes.
+template <int kD, typename Element>
+__device__ __forceinline__ void load_tile_boxes(const AttentionParams& p, uint64_t* full, Element* smem_tile, int offset,
+                                                int kvh, int page) {
+  cutlass::arch::ClusterTransactionBarrier::arrive_and_expect_tx(full, kD * kTileTokens * sizeof(Element));
+  CUTE_UNROLL
+  for (int s = 0; s < kD / 64; ++s) {
+    cute::SM90_TMA_LOAD_4D::copy(&p.kv_tma, full, uint64_t(cute::TMA::CacheHintSm90::EVICT_NORMAL),
+                                 smem_tile + s * 64 * kTileTokens, s * 64, offset, kvh, page);
   }
 }
 
