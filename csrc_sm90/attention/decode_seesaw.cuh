@@ -61,8 +61,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
   static_assert(cosize_v<typename Cfg::SmemLayoutP> == kTileTokens * (kD - kHeadDimV), "P fills a RoPE slab");
 
   extern __shared__ char smem_raw[];
-  auto& ss = *reinterpret_cast<typename Cfg::SharedStorage*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  auto& ss = shared_storage<typename Cfg::SharedStorage>(smem_raw);
 
   launch_dependent_grids();
   // wg broadcast from lane 0: ptxas then knows it is warp-uniform (the warpgroups run different wgmma
@@ -190,7 +189,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
         const float p0 = fast_exp2(tSrS(i) - m_use), p1 = fast_exp2(tSrS(i + 1) - m_use);
         sum[k] += p0 + p1;
         Element pair[2] = {Element(p0), Element(p1)};
-        *reinterpret_cast<uint32_t*>(&tSsP(i)) = *reinterpret_cast<const uint32_t*>(pair);
+        store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
       }
       cutlass::arch::fence_view_async_shared();  // P stores -> the wgmma reads of both warpgroups
     };

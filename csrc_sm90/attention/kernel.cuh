@@ -87,8 +87,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   constexpr int kChunks = kD * int(sizeof(Element)) / 16;
 
   extern __shared__ char smem_raw[];
-  auto& ss = *reinterpret_cast<typename Cfg::SharedStorage*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  auto& ss = shared_storage<typename Cfg::SharedStorage>(smem_raw);
 
   const int tid = threadIdx.x, wg = tid / 128, wg_tid = tid % 128, lane = tid % 32;
   // 1-D grid (parts may exceed 65535, e.g. one per query token in sparse prefill), m-tile fastest so
@@ -309,7 +308,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
         const float p0 = exp2f(tSrS(i) - m_use[k]), p1 = exp2f(tSrS(i + 1) - m_use[k]);
         row_sum[k] += p0 + p1;
         Element pair[2] = {Element(p0), Element(p1)};
-        *reinterpret_cast<uint32_t*>(&tSsP(i)) = *reinterpret_cast<const uint32_t*>(pair);
+        store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
       }
       if (rescale[0] != 1.f || rescale[1] != 1.f) {  // the running max rarely moves after a few tiles
         CUTE_UNROLL

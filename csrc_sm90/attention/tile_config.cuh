@@ -45,6 +45,15 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
+// The CTA's SharedStorage in dynamic shared memory, 1024-byte aligned (swizzle-128B atoms). The pointer is
+// advanced from the shared array itself: one made from an integer loses its address space, and every
+// access through it becomes a generic ld/st (slower, and racecheck does not order them by barriers).
+template <class Storage>
+__device__ __forceinline__ Storage& shared_storage(char* smem_raw) {
+  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  return *reinterpret_cast<Storage*>(smem_raw + ((1024u - (base & 1023u)) & 1023u));
+}
+
 // Launches an attention kernel of configuration Cfg: one CTA per (schedule part, KV head, 64-row query
 // tile), the m-tile fastest.
 template <class Cfg, class Kernel>

@@ -22,6 +22,13 @@ __device__ __forceinline__ void named_barrier_unaligned(int id, int threads) {
   asm volatile("barrier.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// A 32-bit store to shared memory through a generic pointer (cute's swizzled smem tensors hand out
+// generic addresses: stored through, they would be generic st, not st.shared). Ordered before the
+// fences and wgmma issues that follow (all volatile asm); only those read what it writes.
+__device__ __forceinline__ void store_shared_u32(void* at, uint32_t bits) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(at))), "r"(bits));
+}
+
 // Programmatic dependent launch (sm_90): the next kernel in the stream, launched with programmatic
 // stream serialization, may start once every CTA of this one has called launch_dependent_grids() or
 // exited; it must call wait_for_prerequisite_grids() before it reads what this one wrote (that waits
