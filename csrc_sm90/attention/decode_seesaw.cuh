@@ -153,8 +153,10 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
           *reinterpret_cast<uint4*>(rows + swizzled_chunk_offset(row, chunk)) = make_uint4(0, 0, 0, 0);
         }
         cutlass::arch::fence_view_async_shared();
-        named_barrier_unaligned(kBarWarpgroup + wg, 128);
       }
+      // Unconditional, so both warpgroups pass the same number of barriers per pair: racecheck pairs the
+      // warps' barrier arrivals by count, and a warpgroup one barrier ahead looks unsynchronized to it.
+      named_barrier_unaligned(kBarWarpgroup + wg, 128);
       // Q's 36 operand descriptors are made here from an opaque pointer: made once outside the loop,
       // they would stay live in 72 registers (ptxas spilled with them)
       Element* q_smem = ss.q;
