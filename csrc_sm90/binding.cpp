@@ -169,12 +169,11 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
-  // The seesaw kernel (attention/decode_seesaw.cuh), opt-in with FLASHMLA_SM90_SEESAW=1 until its
-  // racecheck/synccheck record is clean (docs/benchmarks/sm90-dense-decode.md): d_qk 576 over TMA tiles
-  // when a KV head has more than one 64-row query tile (the compute-bound shapes, +6-17 % measured) and
-  // the plan's parts average at least half a request (it pays a pair's prologue and an odd tile's
-  // phantom per part: slower on b8-h128-4k's short parts).
-  static const bool seesaw_on = env_equals("FLASHMLA_SM90_SEESAW", "1");
+  // The seesaw kernel (attention/decode_seesaw.cuh; FLASHMLA_SM90_SEESAW=0 turns it off, for A/B): d_qk 576
+  // over TMA tiles when a KV head has more than one 64-row query tile (the compute-bound shapes, +10-17 %
+  // measured) and the plan's parts average at least half a request (it pays a pair's prologue and an odd
+  // tile's phantom per part: slower on b8-h128-4k's short parts).
+  static const bool seesaw_on = !env_equals("FLASHMLA_SM90_SEESAW", "0");
   p.seesaw = seesaw_on && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));

@@ -1,5 +1,6 @@
 // Dense MLA decode for sm_90a, d_qk 576, over a paged cache whose 64-token tiles come by TMA (page_size a
-// multiple of 64), opt-in (FLASHMLA_SM90_SEESAW=1; the binding says when it is picked): the "seesaw"
+// multiple of 64), by default for the compute-bound shapes (the binding says when; FLASHMLA_SM90_SEESAW=0
+// turns it off): the "seesaw"
 // schedule, in which each warpgroup computes the scores of its own whole tile, so one warpgroup's softmax
 // runs while the other's GEMMs keep the tensor cores busy.
 //

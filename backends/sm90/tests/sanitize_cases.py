@@ -24,7 +24,7 @@ if __name__ == "__main__":
     case(2, [129, 64], 6, 3, 2, 7, torch.bfloat16, 512)                      # GQA, odd page, d 512
     case(2, [200, 3], 32, 1, 1, 64, torch.bfloat16, 576, deterministic=True)
     case(3, [1000, 33, 64], 128, 1, 2, 128, torch.bfloat16, 576, sink=True)  # TMA tiles: tails, 2 m-tiles
-    # the seesaw kernel (with FLASHMLA_SM90_SEESAW=1): 40 requests (parts average half a request or more),
+    # the seesaw kernel (unless FLASHMLA_SM90_SEESAW=0): 40 requests (parts average half a request or more),
     # odd tile counts, a split request
     case(40, [0, 1, 65, 129, 9000] + [300] * 35, 128, 1, 1, 64, torch.bfloat16, 576, sink=True)
     case(3, [130, 0, 64], 128, 1, 2, 64, torch.float16, 576, deterministic=True)

@@ -57,8 +57,8 @@ def test_against_reference_realistic(b, h_q, s_q, page, lens):
     torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
 
 
-# Shapes the seesaw kernel serves (csrc_sm90/attention/decode_seesaw.cuh, opt-in: run with
-# FLASHMLA_SM90_SEESAW=1 to test it; the binding then picks it for d_qk 576, page_size a multiple of 64, more
+# Shapes the seesaw kernel serves (csrc_sm90/attention/decode_seesaw.cuh; with FLASHMLA_SM90_SEESAW=0 the
+# two-buffer kernel serves them instead): the binding picks it for d_qk 576, page_size a multiple of 64, more
 # than 64 query rows per KV head, and plans whose parts average at least half a request: here deterministic
 # plans, or b = 80 requests over the 66 parts of an H100 plan). Lengths cover empty requests, odd tile
 # counts (a phantom tile), partial tiles and requests split across parts.
