@@ -58,7 +58,7 @@ struct AttentionParams {
   bool causal;
   // Dense decode with page_size a multiple of 64: the cache as a TMA tensor (d_qk, page_size, h_kv,
   // num_blocks), boxes of 64 x 64 x 1 x 1 with the 128-byte swizzle; use_tma false: cp.async gather.
-  // seesaw: d_qk 576 TMA tiles go to attention/decode_seesaw.cuh (opt-in, see the binding).
+  // seesaw: d_qk 576 TMA tiles go to attention/decode_seesaw.cuh (the binding says when).
   bool use_tma;
   bool seesaw;
   CUtensorMap kv_tma;
