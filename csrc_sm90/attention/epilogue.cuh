@@ -93,8 +93,7 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
     for (int i = 0; i < size(tOrO); i += 2) {
       const int k = slot_of(i);
       if (row_ok[k]) {
-        *reinterpret_cast<float2*>(accum_row[k] + get<1>(tOcO(i))) =
-            make_float2(tOrO(i) * factor[k], tOrO(i + 1) * factor[k]);
+        store_global_f32x2(accum_row[k] + get<1>(tOcO(i)), tOrO(i) * factor[k], tOrO(i + 1) * factor[k]);
       }
     }
     if (wg == 0 && lane % 4 == 0) {

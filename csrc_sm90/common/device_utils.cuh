@@ -29,6 +29,12 @@ __device__ __forceinline__ void store_shared_u32(void* at, uint32_t bits) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(at))), "r"(bits));
 }
 
+// One 8-byte store of two floats (at: 8-byte aligned, global). Through a float2 pointer the compiler split
+// half of the epilogue's partial stores into two 4-byte stores.
+__device__ __forceinline__ void store_global_f32x2(float* at, float a, float b) {
+  asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(at), "f"(a), "f"(b) : "memory");
+}
+
 // Programmatic dependent launch (sm_90): the next kernel in the stream, launched with programmatic
 // stream serialization, may start once every CTA of this one has called launch_dependent_grids() or
 // exited; it must call wait_for_prerequisite_grids() before it reads what this one wrote (that waits
