@@ -88,10 +88,11 @@ __global__ void __launch_bounds__(kCombineThreads) combine_kernel(const CombineP
   float factor = inv_sum;
   if (!empty && p.attn_sink != nullptr) factor *= 1.f / (1.f + __expf(p.attn_sink[h] - lse2 * kLn2));
   T* out = static_cast<T*>(p.out) + req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h + tid * 4;
-  out[0] = from_float<T>(acc.x * factor);
-  out[1] = from_float<T>(acc.y * factor);
-  out[2] = from_float<T>(acc.z * factor);
-  out[3] = from_float<T>(acc.w * factor);
+  // one 8-byte store (out is the binding's contiguous tensor: rows of 512 16-bit values); element by
+  // element the compiler issued four 2-byte stores
+  const T packed[4] = {from_float<T>(acc.x * factor), from_float<T>(acc.y * factor), from_float<T>(acc.z * factor),
+                       from_float<T>(acc.w * factor)};
+  *reinterpret_cast<uint2*>(out) = *reinterpret_cast<const uint2*>(packed);
   if (tid == 0) p.lse[(int64_t(req) * p.h_q + h) * p.s_q + j] = empty ? INFINITY : lse2 * kLn2;
 }
 
