@@ -1,8 +1,7 @@
 // Dense MLA decode for sm_90a, d_qk 576, over a paged cache whose 64-token tiles come by TMA (page_size a
-// multiple of 64), by default for the compute-bound shapes (the binding says when; FLASHMLA_SM90_SEESAW=0
-// turns it off): the "seesaw"
-// schedule, in which each warpgroup computes the scores of its own whole tile, so one warpgroup's softmax
-// runs while the other's GEMMs keep the tensor cores busy.
+// multiple of 64), used for the compute-bound shapes (the binding says when; FLASHMLA_SM90_SEESAW=0 turns
+// it off): the "seesaw" schedule, in which each warpgroup computes the scores of its own whole tile, so
+// one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy.
 //
 // Tiling. One CTA computes 64 query rows of one KV head (as kernel.cuh) against its tiles in pairs: tile
 // A in buffer 0, tile B in buffer 1 (Q 72 KB + two 72 KB tiles, swizzle-128B, K-major; V is the

@@ -47,7 +47,7 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
 
 // The CTA's SharedStorage in dynamic shared memory, 1024-byte aligned (swizzle-128B atoms). The pointer is
 // advanced from the shared array itself: one made from an integer loses its address space, and every
-// access through it becomes a generic ld/st (slower, and racecheck does not order them by barriers).
+// access through it becomes a generic ld/st (each with an address-space check).
 template <class Storage>
 __device__ __forceinline__ Storage& shared_storage(char* smem_raw) {
   const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
