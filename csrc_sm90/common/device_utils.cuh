@@ -10,8 +10,8 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 // Barrier among `threads` threads (a multiple of 32) on hardware barrier `id` (0 is __syncthreads). The
-// "memory" clobber keeps the compiler from moving shared-memory accesses across it (without it, racecheck
-// caught the seesaw kernel's row-maximum exchange and the epilogue's row-sum exchange reordered).
+// "memory" clobber keeps the compiler from moving shared-memory accesses across it (the warpgroups hand
+// row maxima and row sums over through shared memory around these barriers).
 __device__ __forceinline__ void named_barrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
