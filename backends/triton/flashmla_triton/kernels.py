@@ -19,6 +19,14 @@ Keys come from
 Invalid / out-of-range keys are never read (masked loads with other=0) and their scores are -inf,
 so NaN in cache slots nobody attends can never reach an output.
 
+KV_DESC (dense decode, bf16/fp16 pages holding whole BLOCK_N-key tiles, sm_90+): every full tile of a
+split comes by TMA (tensor descriptors KD / KPD over the cache seen as a [num_blocks * page_size, d_qk]
+matrix) straight into shared memory, with no address tensors in registers; the split's last, partial
+tile takes the masked gather. The NoPE dims are one 512-wide operand there (NOPE_W): Triton 3.6 ends
+every Q K^T MMA group with a full wgmma wait, so one group instead of four shortens each tile's serial
+chain. Elsewhere NOPE_W is 128 (four slices; wider ones spill under the masked gather, and fp8_v32's
+scale groups are 128 dims).
+
 fp8_v32 rows are dequantized in-kernel exactly as docs/contract.md says:
 bf16(float32(e4m3) * float32 scale) for the 512 NoPE dims, the 64 RoPE dims are bf16 already.
 
@@ -89,10 +97,11 @@ def _store_value(x, IS_BF16: tl.constexpr, INTERPRET: tl.constexpr):
 
 @triton.jit
 def _load_nope(KV, row_off, valid, C0: tl.constexpr, KV_FP8: tl.constexpr, IS_BF16: tl.constexpr,
-               INTERPRET: tl.constexpr):
-    """128 NoPE dims [C0, C0 + 128) of BLOCK_N cache rows -> [BLOCK_N, 128] MMA operand."""
-    d = tl.arange(0, 128)
+               INTERPRET: tl.constexpr, W: tl.constexpr = 128):
+    """W NoPE dims [C0, C0 + W) of BLOCK_N cache rows -> [BLOCK_N, W] MMA operand."""
+    d = tl.arange(0, W)
     if KV_FP8:
+        tl.static_assert(W == 128, "fp8_v32 slices are its 128-dim scale groups")
         raw = tl.load(KV + row_off[:, None] + (C0 + d)[None, :], mask=valid[:, None], other=0)
         x = raw.to(tl.float8e4nv, bitcast=True).to(tl.float32)
         sc_ptr = (KV + row_off + (512 + 4 * (C0 // 128))).to(tl.pointer_type(tl.float32))
@@ -124,6 +133,99 @@ def _load_q(Q, q_off, row_ok, C0: tl.constexpr, W: tl.constexpr, INTERPRET: tl.c
     return _as_operand(x, INTERPRET)
 
 
+@triton.jit
+def _gather_tile(KV, BT, IDX, bt_base, idx_base, t0, end, g, capacity, page_size, skv_blk, skv_page, skv_h,
+                 SPARSE: tl.constexpr, PAGE_TILE: tl.constexpr, KV_FP8: tl.constexpr, D_PE: tl.constexpr,
+                 IS_BF16: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr, NOPE_W: tl.constexpr):
+    """Keys [t0, t0 + BLOCK_N) by masked loads -> (k0..k3 NoPE slices, RoPE part, t, valid)."""
+    t = t0 + tl.arange(0, BLOCK_N)
+    in_range = t < end
+    if SPARSE:
+        idx = tl.load(IDX + idx_base + t, mask=in_range, other=-1)
+        valid = in_range & (idx >= 0) & (idx < capacity)
+        slot_id = tl.where(valid, idx, 0)
+        blk = slot_id // page_size
+        off = slot_id % page_size
+    elif PAGE_TILE:
+        # page_size % BLOCK_N == 0 and tiles start at multiples of BLOCK_N: one page per tile, one
+        # block-table read (t0 < end: a used entry) instead of a dependent gather per key
+        valid = in_range
+        blk = tl.load(BT + bt_base + t0 // page_size)
+        off = t % page_size
+    else:
+        valid = in_range
+        blk = tl.load(BT + bt_base + t // page_size, mask=valid, other=0)
+        off = t % page_size
+    row_off = blk.to(tl.int64) * skv_blk + off.to(tl.int64) * skv_page + g.to(tl.int64) * skv_h
+    k0 = _load_nope(KV, row_off, valid, 0, KV_FP8, IS_BF16, INTERPRET, NOPE_W)
+    if NOPE_W < 512:
+        k1 = _load_nope(KV, row_off, valid, NOPE_W, KV_FP8, IS_BF16, INTERPRET, NOPE_W)
+    else:
+        k1 = k0                        # never used
+    if NOPE_W == 128:
+        k2 = _load_nope(KV, row_off, valid, 256, KV_FP8, IS_BF16, INTERPRET)
+        k3 = _load_nope(KV, row_off, valid, 384, KV_FP8, IS_BF16, INTERPRET)
+    else:
+        k2 = k0                        # never used
+        k3 = k0
+    if D_PE > 0:
+        kp = _load_rope(KV, row_off, valid, D_PE, KV_FP8, INTERPRET)
+    else:
+        kp = k0                        # never used
+    return k0, k1, k2, k3, kp, t, valid
+
+
+@triton.jit
+def _attend_tile(q0, q1, q2, q3, qp, k0, k1, k2, k3, kp, keep, scale_log2, m_i, l_i, acc0, acc1, acc2, acc3,
+                 D_PE: tl.constexpr, IS_BF16: tl.constexpr, P_MODE: tl.constexpr, INTERPRET: tl.constexpr,
+                 NOPE_W: tl.constexpr):
+    """One key tile of the online softmax: scores (keys where `keep` is false score -inf), the running
+    maximum / sum, and P @ V into the four 128-column accumulators."""
+    s = tl.dot(q0, tl.trans(k0))
+    if NOPE_W < 512:
+        s = tl.dot(q1, tl.trans(k1), s)
+    if NOPE_W == 128:
+        s = tl.dot(q2, tl.trans(k2), s)
+        s = tl.dot(q3, tl.trans(k3), s)
+    if D_PE > 0:
+        s = tl.dot(qp, tl.trans(kp), s)
+    s = tl.where(keep, s * scale_log2, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)     # no key yet: avoid (-inf) - (-inf)
+    alpha = tl.math.exp2(m_i - m_use)
+    pr = tl.math.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(pr, 1)
+    # unconditional: skipping it when no row maximum moved (a branch on a reduction) measured 13-15 %
+    # slower on 64-row tiles (it stops the MMA pipelining; docs/benchmarks/triton.md)
+    acc0 = acc0 * alpha[:, None]
+    if NOPE_W < 512:
+        acc1 = acc1 * alpha[:, None]
+    if NOPE_W == 128:
+        acc2 = acc2 * alpha[:, None]
+        acc3 = acc3 * alpha[:, None]
+    # P @ V. The weights are rounded to bf16 (fp16 for fp16 inputs) for the MMA, which errs by up
+    # to 2^-8 of sum_t p_t |v_t| (FlashMLA's numerics; the conformance tolerance allows exactly
+    # this). With bf16 inputs P_MODE 1 adds the rounding residual as a second bf16 MMA
+    # (p = hi + lo, error ~2^-16): ops.config picks it where it costs nothing measurable.
+    pp = _operand(pr, IS_BF16, INTERPRET)
+    acc0 = tl.dot(pp, k0, acc0)
+    if NOPE_W < 512:
+        acc1 = tl.dot(pp, k1, acc1)
+    if NOPE_W == 128:
+        acc2 = tl.dot(pp, k2, acc2)
+        acc3 = tl.dot(pp, k3, acc3)
+    if P_MODE == 1:
+        pl = _operand(pr - pp.to(tl.float32), IS_BF16, INTERPRET)
+        acc0 = tl.dot(pl, k0, acc0)
+        if NOPE_W < 512:
+            acc1 = tl.dot(pl, k1, acc1)
+        if NOPE_W == 128:
+            acc2 = tl.dot(pl, k2, acc2)
+            acc3 = tl.dot(pl, k3, acc3)
+    return m_new, l_i, acc0, acc1, acc2, acc3
+
+
+
 # Sizes are not specialized (a value of 1 or a multiple of 16 would otherwise compile a new variant);
 # strides are, so that rows whose stride is a multiple of 16 elements get 16-byte vector loads.
 _SIZES = ["n_tiles", "G", "rows", "r_heads", "units_per_req", "s_q_unit", "s_q", "capacity", "page_size", "topk",
@@ -132,7 +234,7 @@ _SIZES = ["n_tiles", "G", "rows", "r_heads", "units_per_req", "s_q_unit", "s_q",
 
 @triton.jit(do_not_specialize=_SIZES)
 def _mla_fwd_kernel(
-    Q, KV, BT, SEQ, IDX, TOPKLEN, SCHED, SINK,
+    Q, KV, KD, KPD, BT, SEQ, IDX, TOPKLEN, SCHED, SINK,
     O, LSE, MAXL, PO, PLSE,
     n_tiles, G, rows, r_heads, units_per_req, s_q_unit, s_q, capacity, page_size, topk, fixed_splits, chunk,
     causal, has_sink, has_topk_len,
@@ -149,7 +251,8 @@ def _mla_fwd_kernel(
     SPARSE: tl.constexpr,
     WRITE_MAXL: tl.constexpr, KV_FP8: tl.constexpr, D_PE: tl.constexpr, IS_BF16: tl.constexpr,
     P_MODE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr,
-    PAGE_TILE: tl.constexpr = False,
+    PAGE_TILE: tl.constexpr = False, KV_DESC: tl.constexpr = False,
+    NOPE_W: tl.constexpr = 128,
 ):
     pid = tl.program_id(0)
     tg = pid % (n_tiles * G)           # head tiles of one split are neighbours: they share its keys in L2
@@ -193,96 +296,103 @@ def _mla_fwd_kernel(
     head = g * r_heads + hh
     q_off = i64 * sq_b + j.to(tl.int64) * sq_s + head.to(tl.int64) * sq_h
     q_ok = row_ok & part_ok
-    q0 = _load_q(Q, q_off, q_ok, 0, 128, INTERPRET)
-    q1 = _load_q(Q, q_off, q_ok, 128, 128, INTERPRET)
-    q2 = _load_q(Q, q_off, q_ok, 256, 128, INTERPRET)
-    q3 = _load_q(Q, q_off, q_ok, 384, 128, INTERPRET)
+    q0 = _load_q(Q, q_off, q_ok, 0, NOPE_W, INTERPRET)
+    if NOPE_W < 512:
+        q1 = _load_q(Q, q_off, q_ok, NOPE_W, NOPE_W, INTERPRET)
+    else:
+        q1 = q0                        # never used
+    if NOPE_W == 128:
+        q2 = _load_q(Q, q_off, q_ok, 256, 128, INTERPRET)
+        q3 = _load_q(Q, q_off, q_ok, 384, 128, INTERPRET)
+    else:
+        q2 = q0                        # never used
+        q3 = q0
     if D_PE > 0:
         qp = _load_q(Q, q_off, q_ok, 512, D_PE, INTERPRET)
+    else:
+        qp = q0                        # never used
     # causal, bottom-right aligned: query j sees keys [0, L - s_q + j], i.e. t < n_vis
     n_vis = tl.where(causal != 0, n_keys - s_q + j + 1, n_keys)
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)
-    acc0 = tl.zeros([BLOCK_H, 128], tl.float32)
-    acc1 = tl.zeros([BLOCK_H, 128], tl.float32)
-    acc2 = tl.zeros([BLOCK_H, 128], tl.float32)
-    acc3 = tl.zeros([BLOCK_H, 128], tl.float32)
+    acc0 = tl.zeros([BLOCK_H, NOPE_W], tl.float32)
+    if NOPE_W < 512:
+        acc1 = tl.zeros([BLOCK_H, NOPE_W], tl.float32)
+    else:
+        acc1 = tl.zeros([1, 1], tl.float32)     # never used
+    if NOPE_W == 128:
+        acc2 = tl.zeros([BLOCK_H, 128], tl.float32)
+        acc3 = tl.zeros([BLOCK_H, 128], tl.float32)
+    else:
+        acc2 = tl.zeros([1, 1], tl.float32)     # never used
+        acc3 = tl.zeros([1, 1], tl.float32)
 
     if SPARSE:
         idx_base = i64 * si_b + j0.to(tl.int64) * si_s + g.to(tl.int64) * si_g
+        bt_base = i64 * 0
     else:
+        idx_base = i64 * 0
         bt_base = i64 * sbt_b
-    for t0 in range(start, end, BLOCK_N):
-        t = t0 + tl.arange(0, BLOCK_N)
-        in_range = t < end
-        if SPARSE:
-            idx = tl.load(IDX + idx_base + t, mask=in_range, other=-1)
-            valid = in_range & (idx >= 0) & (idx < capacity)
-            slot_id = tl.where(valid, idx, 0)
-            blk = slot_id // page_size
-            off = slot_id % page_size
-        elif PAGE_TILE:
-            # page_size % BLOCK_N == 0 and tiles start at multiples of BLOCK_N: one page per tile, one
-            # block-table read (t0 < end: a used entry) instead of a dependent gather per key
-            valid = in_range
-            blk = tl.load(BT + bt_base + t0 // page_size)
-            off = t % page_size
-        else:
-            valid = in_range
-            blk = tl.load(BT + bt_base + t // page_size, mask=valid, other=0)
-            off = t % page_size
-        row_off = blk.to(tl.int64) * skv_blk + off.to(tl.int64) * skv_page + g.to(tl.int64) * skv_h
-        k0 = _load_nope(KV, row_off, valid, 0, KV_FP8, IS_BF16, INTERPRET)
-        k1 = _load_nope(KV, row_off, valid, 128, KV_FP8, IS_BF16, INTERPRET)
-        k2 = _load_nope(KV, row_off, valid, 256, KV_FP8, IS_BF16, INTERPRET)
-        k3 = _load_nope(KV, row_off, valid, 384, KV_FP8, IS_BF16, INTERPRET)
-        s = tl.dot(q0, tl.trans(k0))
-        s = tl.dot(q1, tl.trans(k1), s)
-        s = tl.dot(q2, tl.trans(k2), s)
-        s = tl.dot(q3, tl.trans(k3), s)
-        if D_PE > 0:
-            kp = _load_rope(KV, row_off, valid, D_PE, KV_FP8, INTERPRET)
-            s = tl.dot(qp, tl.trans(kp), s)
-        s = s * scale_log2
-        if SPARSE:
-            keep = valid[None, :]
-        else:
+    if KV_DESC:
+        # Full tiles through TMA (bf16/fp16 pages holding whole tiles, KD / KPD: the cache as a
+        # [num_blocks * page_size, d_qk] matrix): the copies land in shared memory with no address
+        # tensors in registers. The last, partial tile (if any) takes the masked gather below, so
+        # cache rows past the request's end are never read.
+        t_full = start + (end - start) // BLOCK_N * BLOCK_N
+        # the block-table entry of the next tile is read one iteration ahead, so its latency is not
+        # in front of the next tile's TMA issue (1-4 % on 64-row tiles, H100)
+        blk_next = tl.load(BT + bt_base + start // page_size, mask=start < t_full, other=0)
+        for t0 in range(start, t_full, BLOCK_N):
+            blk = blk_next
+            blk_next = tl.load(BT + bt_base + (t0 + BLOCK_N) // page_size, mask=t0 + BLOCK_N < t_full, other=0)
+            r0 = blk * page_size + t0 % page_size
+            k0 = _as_operand(KD.load([r0, 0]), INTERPRET)
+            if NOPE_W < 512:
+                k1 = _as_operand(KD.load([r0, NOPE_W]), INTERPRET)
+            else:
+                k1 = k0                # never used
+            if NOPE_W == 128:
+                k2 = _as_operand(KD.load([r0, 256]), INTERPRET)
+                k3 = _as_operand(KD.load([r0, 384]), INTERPRET)
+            else:
+                k2 = k0                # never used
+                k3 = k0
+            if D_PE > 0:
+                kp = _as_operand(KPD.load([r0, 512]), INTERPRET)
+            else:
+                kp = k0                # never used
+            t = t0 + tl.arange(0, BLOCK_N)
+            keep = t[None, :] < n_vis[:, None]
+            m_i, l_i, acc0, acc1, acc2, acc3 = _attend_tile(
+                q0, q1, q2, q3, qp, k0, k1, k2, k3, kp, keep, scale_log2, m_i, l_i, acc0, acc1, acc2, acc3,
+                D_PE, IS_BF16, P_MODE, INTERPRET, NOPE_W)
+        if t_full < end:
+            k0, k1, k2, k3, kp, t, valid = _gather_tile(
+                KV, BT, IDX, bt_base, idx_base, t_full, end, g, capacity, page_size, skv_blk, skv_page, skv_h,
+                False, PAGE_TILE, KV_FP8, D_PE, IS_BF16, BLOCK_N, INTERPRET, NOPE_W)
             keep = valid[None, :] & (t[None, :] < n_vis[:, None])
-        s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)     # no key yet: avoid (-inf) - (-inf)
-        alpha = tl.math.exp2(m_i - m_use)
-        pr = tl.math.exp2(s - m_use[:, None])
-        l_i = l_i * alpha + tl.sum(pr, 1)
-        # unconditional: skipping it when no row maximum moved (a branch on a reduction) measured 13-15 %
-        # slower on 64-row tiles (it stops the MMA pipelining; docs/benchmarks/triton.md)
-        acc0 = acc0 * alpha[:, None]
-        acc1 = acc1 * alpha[:, None]
-        acc2 = acc2 * alpha[:, None]
-        acc3 = acc3 * alpha[:, None]
-        # P @ V. The weights are rounded to bf16 (fp16 for fp16 inputs) for the MMA, which errs by up
-        # to 2^-8 of sum_t p_t |v_t| (FlashMLA's numerics; the conformance tolerance allows exactly
-        # this). With bf16 inputs P_MODE 1 adds the rounding residual as a second bf16 MMA
-        # (p = hi + lo, error ~2^-16): ops.config picks it where it costs nothing measurable.
-        pp = _operand(pr, IS_BF16, INTERPRET)
-        acc0 = tl.dot(pp, k0, acc0)
-        acc1 = tl.dot(pp, k1, acc1)
-        acc2 = tl.dot(pp, k2, acc2)
-        acc3 = tl.dot(pp, k3, acc3)
-        if P_MODE == 1:
-            pl = _operand(pr - pp.to(tl.float32), IS_BF16, INTERPRET)
-            acc0 = tl.dot(pl, k0, acc0)
-            acc1 = tl.dot(pl, k1, acc1)
-            acc2 = tl.dot(pl, k2, acc2)
-            acc3 = tl.dot(pl, k3, acc3)
-        m_i = m_new
+            m_i, l_i, acc0, acc1, acc2, acc3 = _attend_tile(
+                q0, q1, q2, q3, qp, k0, k1, k2, k3, kp, keep, scale_log2, m_i, l_i, acc0, acc1, acc2, acc3,
+                D_PE, IS_BF16, P_MODE, INTERPRET, NOPE_W)
+    else:
+        for t0 in range(start, end, BLOCK_N):
+            k0, k1, k2, k3, kp, t, valid = _gather_tile(
+                KV, BT, IDX, bt_base, idx_base, t0, end, g, capacity, page_size, skv_blk, skv_page, skv_h,
+                SPARSE, PAGE_TILE, KV_FP8, D_PE, IS_BF16, BLOCK_N, INTERPRET, NOPE_W)
+            if SPARSE:
+                keep = valid[None, :]
+            else:
+                keep = valid[None, :] & (t[None, :] < n_vis[:, None])
+            m_i, l_i, acc0, acc1, acc2, acc3 = _attend_tile(
+                q0, q1, q2, q3, qp, k0, k1, k2, k3, kp, keep, scale_log2, m_i, l_i, acc0, acc1, acc2, acc3,
+                D_PE, IS_BF16, P_MODE, INTERPRET, NOPE_W)
 
     # ---- epilogue ----
     has_key = l_i > 0.0
     inv_l = tl.where(has_key, 1.0 / tl.where(has_key, l_i, 1.0), 0.0)
     lse = tl.where(has_key, (m_i + tl.math.log2(tl.where(has_key, l_i, 1.0))) * 0.6931471805599453,
                    float("-inf"))
-    dv = tl.arange(0, 128)
+    dv = tl.arange(0, NOPE_W)
     if n_split == 1:
         # the unit's only split: final outputs here, no combine
         factor = inv_l
@@ -293,9 +403,11 @@ def _mla_fwd_kernel(
         o_ptr = O + (i64 * so_b + j.to(tl.int64) * so_s + head.to(tl.int64) * so_h)[:, None] + dv[None, :]
         st = (row_ok & part_ok)[:, None]
         tl.store(o_ptr, _store_value(acc0 * factor[:, None], IS_BF16, INTERPRET), mask=st)
-        tl.store(o_ptr + 128, _store_value(acc1 * factor[:, None], IS_BF16, INTERPRET), mask=st)
-        tl.store(o_ptr + 256, _store_value(acc2 * factor[:, None], IS_BF16, INTERPRET), mask=st)
-        tl.store(o_ptr + 384, _store_value(acc3 * factor[:, None], IS_BF16, INTERPRET), mask=st)
+        if NOPE_W < 512:
+            tl.store(o_ptr + NOPE_W, _store_value(acc1 * factor[:, None], IS_BF16, INTERPRET), mask=st)
+        if NOPE_W == 128:
+            tl.store(o_ptr + 256, _store_value(acc2 * factor[:, None], IS_BF16, INTERPRET), mask=st)
+            tl.store(o_ptr + 384, _store_value(acc3 * factor[:, None], IS_BF16, INTERPRET), mask=st)
         lse_out = tl.where(has_key, lse, float("inf"))
         tl.store(LSE + i64 * sl_b + head.to(tl.int64) * sl_h + j.to(tl.int64) * sl_s, lse_out,
                  mask=row_ok & part_ok)
@@ -306,9 +418,11 @@ def _mla_fwd_kernel(
         po = PO + slot.to(tl.int64) * spo_p + g.to(tl.int64) * spo_g + (m.to(tl.int64) * spo_r)[:, None] + dv[None, :]
         st = (row_ok & part_ok)[:, None]
         tl.store(po, acc0 * inv_l[:, None], mask=st)
-        tl.store(po + 128, acc1 * inv_l[:, None], mask=st)
-        tl.store(po + 256, acc2 * inv_l[:, None], mask=st)
-        tl.store(po + 384, acc3 * inv_l[:, None], mask=st)
+        if NOPE_W < 512:
+            tl.store(po + NOPE_W, acc1 * inv_l[:, None], mask=st)
+        if NOPE_W == 128:
+            tl.store(po + 256, acc2 * inv_l[:, None], mask=st)
+            tl.store(po + 384, acc3 * inv_l[:, None], mask=st)
         tl.store(PLSE + slot.to(tl.int64) * spl_p + g.to(tl.int64) * spl_g + m, lse, mask=row_ok & part_ok)
 
 

@@ -58,6 +58,8 @@ WAVES = float(os.environ.get("FLASHMLA_TRITON_WAVES", "1"))
 # dense_parts, 64-row tiles: no split beyond one per request on average once b programs fill this share
 # of the SMs.
 WHOLE_FILL = 0.9
+# Width of the NoPE operands on the TMA path (kernels.py, NOPE_W): 128, 256 or 512.
+TMA_NOPE_W = int(os.environ.get("FLASHMLA_TRITON_TMA_NOPE_W", "512"))
 # Under the interpreter there are no SMs; this many keeps the split/combine path exercised on tiny shapes.
 INTERPRETER_SMS = 8
 
@@ -84,6 +86,7 @@ class Config:
     num_warps: int
     num_stages: int
     p_mode: int = 1          # P @ V with bf16 inputs: 1 = two MMAs (hi + lo), 0 = one MMA (kernels.py, P_MODE)
+    tma: bool = False        # dense decode's full tiles by TMA where the cache allows it (kernels.py, KV_DESC)
 
 
 def block_h(rows: int) -> int:
@@ -104,14 +107,17 @@ def config(rows: int, d_qk: int, kv_fp8: bool, device: torch.device, op: str) ->
     # tiles nearly free of register spills (tp2-h64-8k: 709 us, vs 1234 us for the best two-MMA form).
     p_mode = 1 if bh == 16 else 0
     if interpreted() or device.type != "cuda":
-        cfg = Config(bh, 64, 4, 1, p_mode)   # the interpreter runs a tile per numpy op: big tiles, few ops
+        # the interpreter runs a tile per numpy op: big tiles, few ops; TMA on, so CI runs that path too
+        cfg = Config(bh, 64, 4, 1, p_mode, tma=True)
     # Measured on the H100 (tools/sweep.py, 2026-11-22; README.md has the table):
     elif bh == 16:
         cfg = Config(16, 32, 4, 3, p_mode) if kv_fp8 else Config(16, 64, 4, 2, p_mode)
     elif bh == 32:
         cfg = Config(32, 32, 4, 3, p_mode)
     else:
-        cfg = Config(64, 64, 8, 2, p_mode)
+        # TMA on 64-row tiles only: tp2-h64-8k 658 -> 629 us (the 16-row tiles, two programs per SM, lost
+        # 31-45 % with it: tp8-h16-4k 239 -> 346 us); docs/benchmarks/triton.md, seventh session
+        cfg = Config(64, 64, 8, 2, p_mode, tma=True)
     if OVERRIDE:
         cfg = Config(**{**cfg.__dict__, **{k: v for k, v in OVERRIDE.items() if k in cfg.__dict__}})
     return cfg
@@ -124,9 +130,9 @@ _FITTED: dict = {}
 
 def _smaller(cfg: Config) -> Optional[Config]:
     if cfg.num_stages > 1:
-        return Config(cfg.BLOCK_H, cfg.BLOCK_N, cfg.num_warps, cfg.num_stages - 1, cfg.p_mode)
+        return Config(cfg.BLOCK_H, cfg.BLOCK_N, cfg.num_warps, cfg.num_stages - 1, cfg.p_mode, cfg.tma)
     if cfg.BLOCK_N > 16:
-        return Config(cfg.BLOCK_H, cfg.BLOCK_N // 2, cfg.num_warps, 2, cfg.p_mode)
+        return Config(cfg.BLOCK_H, cfg.BLOCK_N // 2, cfg.num_warps, 2, cfg.p_mode, cfg.tma)
     return None
 
 
@@ -273,8 +279,14 @@ def _launch_fwd(cfg, grid, q, kv, o, lse, maxl, sink, po, pl, bt, seqlens, idx, 
     # Pointers a variant never dereferences still need their declared element type (int32 or float32):
     # the untaken branches are compiled too.
     i32 = _dummy_i32(q.device)
+    page_tile = bool(OVERRIDE.get("page_tile", True)) and not sparse and page_size % cfg.BLOCK_N == 0
+    descs = _kv_descriptors(kv, cfg, d_pe) if page_tile and not kv_fp8 and G == 1 else None
+    # NoPE operand width: the TMA path takes the whole 512-dim latent as one operand (one Q K^T MMA group
+    # and one P V accumulator instead of four: each group ends in a full wgmma wait in Triton 3.6);
+    # the masked-load paths keep 128-dim slices (wider ones spill there; docs/benchmarks/triton.md)
+    nope_w = TMA_NOPE_W if descs is not None else 128
     kernels._mla_fwd_kernel[grid](
-        q, kv, i32 if bt is None else bt, i32 if seqlens is None else seqlens,
+        q, kv, *(descs or (kv, kv)), i32 if bt is None else bt, i32 if seqlens is None else seqlens,
         i32 if idx is None else idx, i32 if topk_len is None else topk_len,
         i32 if sched is None else sched, lse if sink is None else sink,
         o, lse, lse if maxl is None else maxl, po, pl,
@@ -286,9 +298,31 @@ def _launch_fwd(cfg, grid, q, kv, o, lse, maxl, sink, po, pl, bt, seqlens, idx, 
         SPARSE=sparse, WRITE_MAXL=maxl is not None, KV_FP8=kv_fp8, D_PE=d_pe, IS_BF16=q.dtype == torch.bfloat16,
         P_MODE=OVERRIDE.get("p_mode", cfg.p_mode) if q.dtype == torch.bfloat16 else 0,
         BLOCK_H=cfg.BLOCK_H, BLOCK_N=cfg.BLOCK_N, INTERPRET=interp,
-        PAGE_TILE=bool(OVERRIDE.get("page_tile", True)) and not sparse and page_size % cfg.BLOCK_N == 0,
+        PAGE_TILE=page_tile, KV_DESC=descs is not None, NOPE_W=nope_w,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
+
+
+def _kv_descriptors(kv, cfg: Config, d_pe: int):
+    """TMA descriptors of a bf16/fp16 paged cache [num_blocks, page_size, 1, d_qk] seen as the matrix
+    [num_blocks * page_size, d_qk]: (the NoPE part's [BLOCK_N, TMA_NOPE_W] boxes, the RoPE part's [BLOCK_N, d_pe]).
+    None where TMA cannot express it (no TMA before sm_90, pages not uniformly strided, misaligned rows)
+    or FLASHMLA_TRITON_TMA=0; the kernel then gathers every tile with masked loads."""
+    if not cfg.tma or os.environ.get("FLASHMLA_TRITON_TMA", "1") == "0":
+        return None
+    if not interpreted() and (kv.device.type != "cuda" or torch.cuda.get_device_capability(kv.device)[0] < 9):
+        return None
+    num_blocks, page_size, _, d_qk = kv.shape
+    s_blk, s_page, _, s_d = kv.stride()
+    item = kv.element_size()
+    if (s_d != 1 or s_blk != page_size * s_page or (s_page * item) % 16 or kv.data_ptr() % 16
+            or num_blocks * page_size == 0):
+        return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    shape, strides = [num_blocks * page_size, d_qk], [s_page, 1]
+    nope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, TMA_NOPE_W])
+    rope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, d_pe]) if d_pe > 0 else nope
+    return nope, rope
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,6 +20,14 @@ def main():
     seqlens = torch.tensor(lens, dtype=torch.int32, **dev)
     plan = attention.plan_decode(seqlens, num_q_heads=8, num_kv_heads=2, q_len=2, backend="triton")
     attention.dense_decode(q, cache, table, seqlens, causal=True, plan=plan, attn_sink=torch.zeros(8, **dev))
+    # dense decode, 64 query rows per KV head on page 64: full tiles by TMA, the partial last one gathered
+    table64 = torch.full((3, 14), 2147480000, dtype=torch.int32, **dev)
+    table64[0, :11] = torch.arange(11, dtype=torch.int32, **dev)
+    table64[2, :2] = torch.arange(11, 13, dtype=torch.int32, **dev)
+    cache64 = torch.randn(13, 64, 1, 576, generator=g, **dev).bfloat16()
+    q64 = torch.randn(3, 2, 32, 576, generator=g, **dev).bfloat16()
+    plan = attention.plan_decode(seqlens, num_q_heads=32, num_kv_heads=1, q_len=2, backend="triton")
+    attention.dense_decode(q64, cache64, table64, seqlens, causal=True, plan=plan)
     # sparse decode on fp8_v32 with invalid indices and topk_length
     packed = kvcache.quantize(torch.randn(10, 64, 1, 576, generator=g, **dev).bfloat16())
     idx = torch.randint(-5, 700, (2, 1, 128), generator=g, **dev).int()

@@ -200,6 +200,31 @@ def test_dense_decode(page, h_q, h_kv, s_q, d_qk, dtype):
 
 
 @needs_kernels
+@pytest.mark.parametrize("tma", ["1", "0"])
+@pytest.mark.parametrize("page,d_qk,dtype,padded", [(64, 576, torch.bfloat16, False), (128, 512, torch.float16, False),
+                                                    (64, 576, torch.bfloat16, True)])
+def test_dense_decode_tma_and_gather_paths(monkeypatch, tma, page, d_qk, dtype, padded):
+    """Pages holding whole key tiles: full tiles by TMA, the last partial tile by the masked gather (the
+    NaN past a request's end must not leak); FLASHMLA_TRITON_TMA=0, or a cache whose pages are not
+    uniformly strided (padded), gathers every tile. 64 query rows per KV head: the TMA configuration."""
+    from flashmla_triton import ops
+    monkeypatch.setenv("FLASHMLA_TRITON_TMA", tma)
+    made = []
+    real = ops._kv_descriptors
+    monkeypatch.setattr(ops, "_kv_descriptors", lambda *a: made.append(real(*a)) or made[-1])
+    q, cache, table, lens = _paged(3, 2, 64, 1, d_qk, page, [300, 64, 129], dtype=dtype)
+    if padded:                        # every page followed by 8 unused rows: block stride != page_size * row stride
+        big = torch.full((cache.shape[0], page + 8, 1, d_qk), float("nan"), dtype=dtype, device=cache.device)
+        big[:, :page] = cache
+        cache = big[:, :page]
+    kw = dict(head_dim_v=512, softmax_scale=d_qk ** -0.5, causal=True, attn_sink=None)
+    got = attention.dense_decode(q, cache, table, lens, backend=NAME, **kw)
+    want = oracle.dense_decode(*map(_cpu, (q, cache, table, lens)), kv_format=None, **kw, return_magnitude=True)
+    _check(got, want)
+    assert made and all((d is not None) == (tma == "1" and not padded) for d in made), made
+
+
+@needs_kernels
 def test_dense_decode_fp8_cache_and_plan_reuse():
     q, cache, table, lens = _paged(2, 1, 16, 1, 576, 16, [40, 9], fp8=True)
     plan = attention.plan_decode(lens, num_q_heads=16, backend=NAME)

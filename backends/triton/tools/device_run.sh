@@ -6,7 +6,7 @@
 #
 # SWEEP=0 skips the sweep; SWEEP_ROWS / SWEEP_S choose its rows and time budget; TESTS=0 / CONF=0 /
 # BENCH=0 skip the package's tests (GPU: CUDA-graph capture, no host sync) / the conformance kit / the
-# benchmark.
+# benchmark. SANITIZE=1 adds compute-sanitizer memcheck, racecheck and synccheck on tests/sanitize_cases.py.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-$PWD/out}
@@ -43,6 +43,17 @@ if [ "${CONF:-1}" = 1 ]; then
   timeout "${CONF_TIMEOUT:-300}" $PY -m flashmla conformance --backend triton -v > "$OUT/conformance.log" 2>&1
   echo "conformance rc=$?"
   grep -E 'FAILED|failed |cases|passed,' "$OUT/conformance.log" | tail -n 30
+fi
+
+if [ "${SANITIZE:-0}" = 1 ]; then
+  SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  for tool in memcheck racecheck synccheck; do
+    stamp "$tool"
+    timeout 300 "$SAN" --tool $tool --error-exitcode 1 $PY backends/triton/tests/sanitize_cases.py \
+      > "$OUT/sanitize.log" 2>&1
+    echo "$tool rc=$?"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|ran$" "$OUT/sanitize.log" | tail -n 3
+  done
 fi
 
 if [ "${BENCH:-1}" = 1 ]; then
