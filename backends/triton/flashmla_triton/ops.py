@@ -58,8 +58,8 @@ WAVES = float(os.environ.get("FLASHMLA_TRITON_WAVES", "1"))
 # dense_parts, 64-row tiles: no split beyond one per request on average once b programs fill this share
 # of the SMs.
 WHOLE_FILL = 0.9
-# Width of the NoPE operands on the TMA path (kernels.py, NOPE_W): 128, 256 or 512.
-TMA_NOPE_W = int(os.environ.get("FLASHMLA_TRITON_TMA_NOPE_W", "512"))
+# Width of the NoPE operands on the TMA path (kernels.py, NOPE_W): 128, 256 or 512 (OVERRIDE["nope_w"]).
+TMA_NOPE_W = 512
 # Under the interpreter there are no SMs; this many keeps the split/combine path exercised on tiny shapes.
 INTERPRETER_SMS = 8
 
@@ -284,7 +284,7 @@ def _launch_fwd(cfg, grid, q, kv, o, lse, maxl, sink, po, pl, bt, seqlens, idx, 
     # NoPE operand width: the TMA path takes the whole 512-dim latent as one operand (one Q K^T MMA group
     # and one P V accumulator instead of four: each group ends in a full wgmma wait in Triton 3.6);
     # the masked-load paths keep 128-dim slices (wider ones spill there; docs/benchmarks/triton.md)
-    nope_w = TMA_NOPE_W if descs is not None else 128
+    nope_w = OVERRIDE.get("nope_w", TMA_NOPE_W) if descs is not None else 128
     kernels._mla_fwd_kernel[grid](
         q, kv, *(descs or (kv, kv)), i32 if bt is None else bt, i32 if seqlens is None else seqlens,
         i32 if idx is None else idx, i32 if topk_len is None else topk_len,
@@ -320,7 +320,7 @@ def _kv_descriptors(kv, cfg: Config, d_pe: int):
         return None
     from triton.tools.tensor_descriptor import TensorDescriptor
     shape, strides = [num_blocks * page_size, d_qk], [s_page, 1]
-    nope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, TMA_NOPE_W])
+    nope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, OVERRIDE.get("nope_w", TMA_NOPE_W)])
     rope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, d_pe]) if d_pe > 0 else nope
     return nope, rope
 
