@@ -3,6 +3,7 @@
     python benchmarks/profile_sm90.py overhead       # Python/launch overhead vs GPU time, small batch
     python benchmarks/profile_sm90.py once ROW_ID    # one call of a bench workload (for ncu -k ... -c 1)
     python benchmarks/profile_sm90.py plans ROW_ID...  # a dense row under other split plans
+    python benchmarks/profile_sm90.py kernels ROW_ID...  # GPU time per kernel of a call (torch profiler, L2 warm)
 """
 import sys
 import time
@@ -20,6 +21,27 @@ def once(row_id):
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
+
+
+def kernels(row_ids):
+    """Average GPU time of every kernel one call launches (plan outside), from the torch profiler over
+    20 back-to-back calls: where a call's time goes between the attention kernel and the combine."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from flashmla_core.bench.runner import _call
+    for row_id in row_ids:
+        w = workloads.select([row_id])[0]
+        fn, _ = _call(w, workloads.make_inputs(w, "cuda"), "sm90")
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                fn()
+            torch.cuda.synchronize()
+        for e in prof.key_averages():
+            if e.device_time_total > 0:
+                print(f"{row_id:18s} {e.key[:60]:60s} x{e.count:<3d} {e.device_time_total / e.count:8.2f} us")
 
 
 def plans(row_ids):
@@ -101,5 +123,7 @@ if __name__ == "__main__":
         overhead()
     elif sys.argv[1] == "plans":
         plans(sys.argv[2:])
+    elif sys.argv[1] == "kernels":
+        kernels(sys.argv[2:])
     else:
         once(sys.argv[2])

@@ -108,7 +108,7 @@ bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
 
 // Merges the splits of the requests an attention launch left split (their normalized partials and log2
 // lse in p's workspace), applies attn_sink, and writes p's outputs.
-void combine(const fm::AttentionParams& p, fm::DType dtype, cudaStream_t stream) {
+void combine(const fm::AttentionParams& p, int64_t num_parts, fm::DType dtype, cudaStream_t stream) {
   fm::CombineParams c{};
   c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
   c.out = p.out; c.lse = p.lse;
@@ -116,6 +116,7 @@ void combine(const fm::AttentionParams& p, fm::DType dtype, cudaStream_t stream)
   c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
   static const bool pdl_off = env_equals("FLASHMLA_SM90_PDL", "0");  // a plain launch, for A/B measurements
   c.programmatic = !pdl_off;
+  c.few_splits = num_parts <= 2 * int64_t(p.batch);
   CHECK_CUDA_LAUNCH(fm::launch_combine(c, dtype, stream));
 }
 
@@ -178,7 +179,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 
-  combine(p, dtype, stream);
+  combine(p, num_parts, dtype, stream);
   return {out, lse};
 }
 
@@ -262,7 +263,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
-  if (may_split) combine(p, dtype_of(q), stream);
+  if (may_split) combine(p, num_parts, dtype_of(q), stream);
   return {out, max_logits, lse};
 }
 

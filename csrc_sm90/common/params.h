@@ -84,6 +84,7 @@ struct CombineParams {
   int64_t out_stride_b, out_stride_s, out_stride_h;
   int batch, s_q, h_q, h_kv, rows;
   bool programmatic;          // launch as a programmatic dependent of the attention kernel (PDL)
+  bool few_splits;            // the plan averages at most two splits per request (combine.cu)
 };
 
 }  // namespace flashmla_sm90
