@@ -208,22 +208,23 @@ def _attend_tile(q0, q1, q2, q3, qp, k0, k1, k2, k3, kp, keep, scale_log2, m_i, 
     # this). With bf16 inputs P_MODE 1 adds the rounding residual as a second bf16 MMA
     # (p = hi + lo, error ~2^-16): ops.config picks it where it costs nothing measurable.
     pp = _operand(pr, IS_BF16, INTERPRET)
-    acc0 = tl.dot(pp, k0, acc0)
-    if NOPE_W < 512:
-        acc1 = tl.dot(pp, k1, acc1)
-    if NOPE_W == 128:
-        acc2 = tl.dot(pp, k2, acc2)
-        acc3 = tl.dot(pp, k3, acc3)
+    acc0, acc1, acc2, acc3 = _weights_times_values(pp, k0, k1, k2, k3, acc0, acc1, acc2, acc3, NOPE_W)
     if P_MODE == 1:
         pl = _operand(pr - pp.to(tl.float32), IS_BF16, INTERPRET)
-        acc0 = tl.dot(pl, k0, acc0)
-        if NOPE_W < 512:
-            acc1 = tl.dot(pl, k1, acc1)
-        if NOPE_W == 128:
-            acc2 = tl.dot(pl, k2, acc2)
-            acc3 = tl.dot(pl, k3, acc3)
+        acc0, acc1, acc2, acc3 = _weights_times_values(pl, k0, k1, k2, k3, acc0, acc1, acc2, acc3, NOPE_W)
     return m_new, l_i, acc0, acc1, acc2, acc3
 
+
+@triton.jit
+def _weights_times_values(w, k0, k1, k2, k3, acc0, acc1, acc2, acc3, NOPE_W: tl.constexpr):
+    """acc += w @ V over the NoPE slices in use (V = the tile's NoPE dims)."""
+    acc0 = tl.dot(w, k0, acc0)
+    if NOPE_W < 512:
+        acc1 = tl.dot(w, k1, acc1)
+    if NOPE_W == 128:
+        acc2 = tl.dot(w, k2, acc2)
+        acc3 = tl.dot(w, k3, acc3)
+    return acc0, acc1, acc2, acc3
 
 
 # Sizes are not specialized (a value of 1 or a multiple of 16 would otherwise compile a new variant);
