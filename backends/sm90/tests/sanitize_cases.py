@@ -35,6 +35,19 @@ if __name__ == "__main__":
     idx = torch.randint(-3, 310, (5, 2, 100), device="cuda", generator=g).int()
     attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, topk_length=torch.tensor([100, 0, 7, 64, 65],
                              dtype=torch.int32, device="cuda"), attn_sink=torch.zeros(16, device="cuda"))
+    # gathered rows with two 64-row query tiles: sparse prefill with 128 heads, invalid indices, topk_length
+    # 0 and odd tile counts; bf16 sparse decode with one part per token (deterministic plan)
+    q = torch.randn(4, 128, 576, device="cuda", generator=g).bfloat16()
+    kv = torch.randn(300, 1, 576, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-3, 310, (4, 1, 200), device="cuda", generator=g).int()
+    attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, topk_length=torch.tensor([200, 0, 65, 130],
+                             dtype=torch.int32, device="cuda"), attn_sink=torch.zeros(128, device="cuda"))
+    cache = torch.randn(20, 7, 1, 576, device="cuda", generator=g).bfloat16()
+    lengths = torch.tensor([130, 3], dtype=torch.int32, device="cuda")
+    plan = attention.plan_decode(lengths, num_q_heads=128, q_len=2, topk=130, deterministic=True, kv_format="bf16")
+    attention.sparse_decode(torch.randn(2, 2, 128, 576, device="cuda", generator=g).bfloat16(), cache,
+                            torch.randint(-3, 145, (2, 2, 130), device="cuda", generator=g).int(), kv_format="bf16",
+                            topk_length=lengths, plan=plan)
     # sparse decode on a bf16 paged cache (page 7), s_q 2
     cache = torch.randn(20, 7, 1, 576, device="cuda", generator=g).bfloat16()
     attention.sparse_decode(torch.randn(2, 2, 16, 576, device="cuda", generator=g).bfloat16(), cache,
