@@ -2,7 +2,7 @@
 
     python benchmarks/profile_sm90.py overhead       # Python/launch overhead vs GPU time, small batch
     python benchmarks/profile_sm90.py once ROW_ID    # one call of a bench workload (for ncu -k ... -c 1)
-    python benchmarks/profile_sm90.py plans ROW_ID...  # a dense row under other split plans
+    python benchmarks/profile_sm90.py plans ROW_ID... [--parts=N,N]  # a dense row under other split plans
     python benchmarks/profile_sm90.py kernels ROW_ID...  # GPU time per kernel of a call (torch profiler, L2 warm)
 """
 import sys
@@ -44,9 +44,9 @@ def kernels(row_ids):
                 print(f"{row_id:18s} {e.key[:60]:60s} x{e.count:<3d} {e.device_time_total / e.count:8.2f} us")
 
 
-def plans(row_ids):
+def plans(row_ids, part_counts=()):
     """Times dense decode rows with the default plan, one part per request (no split, no combine)
-    and other part counts, to check the planner's choice."""
+    and other part counts (half and twice the default, plus `part_counts`), to check the planner's choice."""
     import flashmla_sm90
     from flashmla_core.bench.runner import time_call
     ext = flashmla_sm90.backend.ext
@@ -58,7 +58,7 @@ def plans(row_ids):
         default = ext.default_num_parts(q, w.h_kv, rows)
         variants = {f"default ({default} parts)": ext.plan(seqlens, default, False),
                     "one part per request": ext.plan(seqlens, 1, True)}
-        for parts in (default // 2, default * 2):
+        for parts in (default // 2, default * 2, *part_counts):
             variants[f"{parts} parts"] = ext.plan(seqlens, parts, False)
         for name, (schedule, num_splits) in variants.items():
             fn = lambda: ext.dense_decode(q, cache, table, seqlens, schedule, num_splits,  # noqa: E731
@@ -122,7 +122,8 @@ if __name__ == "__main__":
     if sys.argv[1] == "overhead":
         overhead()
     elif sys.argv[1] == "plans":
-        plans(sys.argv[2:])
+        counts = [int(n) for a in sys.argv[2:] if a.startswith("--parts=") for n in a[len("--parts="):].split(",")]
+        plans([a for a in sys.argv[2:] if not a.startswith("--")], counts)
     elif sys.argv[1] == "kernels":
         kernels(sys.argv[2:])
     else:
