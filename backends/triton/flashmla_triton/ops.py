@@ -280,11 +280,12 @@ def _launch_fwd(cfg, grid, q, kv, o, lse, maxl, sink, po, pl, bt, seqlens, idx, 
     # the untaken branches are compiled too.
     i32 = _dummy_i32(q.device)
     page_tile = bool(OVERRIDE.get("page_tile", True)) and not sparse and page_size % cfg.BLOCK_N == 0
-    descs = _kv_descriptors(kv, cfg, d_pe) if page_tile and not kv_fp8 and G == 1 else None
     # NoPE operand width: the TMA path takes the whole 512-dim latent as one operand (one Q K^T MMA group
     # and one P V accumulator instead of four: each group ends in a full wgmma wait in Triton 3.6);
     # the masked-load paths keep 128-dim slices (wider ones spill there; docs/benchmarks/triton.md)
-    nope_w = OVERRIDE.get("nope_w", TMA_NOPE_W) if descs is not None else 128
+    tma_nope_w = OVERRIDE.get("nope_w", TMA_NOPE_W)
+    descs = _kv_descriptors(kv, cfg, d_pe, tma_nope_w) if page_tile and not kv_fp8 and G == 1 else None
+    nope_w = tma_nope_w if descs is not None else 128
     kernels._mla_fwd_kernel[grid](
         q, kv, *(descs or (kv, kv)), i32 if bt is None else bt, i32 if seqlens is None else seqlens,
         i32 if idx is None else idx, i32 if topk_len is None else topk_len,
@@ -303,9 +304,9 @@ def _launch_fwd(cfg, grid, q, kv, o, lse, maxl, sink, po, pl, bt, seqlens, idx, 
     )
 
 
-def _kv_descriptors(kv, cfg: Config, d_pe: int):
+def _kv_descriptors(kv, cfg: Config, d_pe: int, nope_w: int):
     """TMA descriptors of a bf16/fp16 paged cache [num_blocks, page_size, 1, d_qk] seen as the matrix
-    [num_blocks * page_size, d_qk]: (the NoPE part's [BLOCK_N, TMA_NOPE_W] boxes, the RoPE part's [BLOCK_N, d_pe]).
+    [num_blocks * page_size, d_qk]: (the NoPE part's [BLOCK_N, nope_w] boxes, the RoPE part's [BLOCK_N, d_pe]).
     None where TMA cannot express it (no TMA before sm_90, pages not uniformly strided, misaligned rows)
     or FLASHMLA_TRITON_TMA=0; the kernel then gathers every tile with masked loads."""
     if not cfg.tma or os.environ.get("FLASHMLA_TRITON_TMA", "1") == "0":
@@ -320,7 +321,7 @@ def _kv_descriptors(kv, cfg: Config, d_pe: int):
         return None
     from triton.tools.tensor_descriptor import TensorDescriptor
     shape, strides = [num_blocks * page_size, d_qk], [s_page, 1]
-    nope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, OVERRIDE.get("nope_w", TMA_NOPE_W)])
+    nope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, nope_w])
     rope = TensorDescriptor(kv, shape, strides, [cfg.BLOCK_N, d_pe]) if d_pe > 0 else nope
     return nope, rope
 
