@@ -261,6 +261,9 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = false;
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
+  // bf16 rows: the producer/consumer kernel (attention/sparse_seesaw.cuh); FLASHMLA_SM90_SPARSE_SEESAW=0
+  // keeps them on the two-buffer kernel (A/B)
+  p.sparse_seesaw = !env_equals("FLASHMLA_SM90_SPARSE_SEESAW", "0");
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
   if (may_split) combine(p, num_parts, dtype_of(q), stream);

@@ -62,6 +62,7 @@
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "decode_seesaw.cuh"
+#include "sparse_seesaw.cuh"
 #include "epilogue.cuh"
 #include "fp8_v32.cuh"
 #include "tile_config.cuh"
@@ -342,6 +343,9 @@ template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   if constexpr (kSource == KeySource::kPaged && kD == 576) {
     if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
+  }
+  if constexpr (kSource != KeySource::kPaged) {
+    if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD, kSource>(p, num_parts, stream);
   }
   return launch_tiled<AttentionConfig<Element, kD>>(mla_attention_kernel<Element, kD, kSource>, p, num_parts, stream);
 }

@@ -61,6 +61,8 @@ struct AttentionParams {
   // seesaw: d_qk 576 TMA tiles go to attention/decode_seesaw.cuh (the binding says when).
   bool use_tma;
   bool seesaw;
+  // sparse_seesaw: bf16 indexed rows go to attention/sparse_seesaw.cuh (a gathering producer warpgroup)
+  bool sparse_seesaw;
   CUtensorMap kv_tma;
 };
 

@@ -48,6 +48,12 @@ if __name__ == "__main__":
     attention.sparse_decode(torch.randn(2, 2, 128, 576, device="cuda", generator=g).bfloat16(), cache,
                             torch.randint(-3, 145, (2, 2, 130), device="cuda", generator=g).int(), kv_format="bf16",
                             topk_length=lengths, plan=plan)
+    # d_qk 512 gathered rows (P in its own buffers in the producer/consumer kernel)
+    q = torch.randn(3, 64, 512, device="cuda", generator=g).bfloat16()
+    kv = torch.randn(300, 1, 512, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-3, 310, (3, 1, 192), device="cuda", generator=g).int()
+    attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, head_dim_v=512,
+                             topk_length=torch.tensor([192, 1, 100], dtype=torch.int32, device="cuda"))
     # sparse decode on a bf16 paged cache (page 7), s_q 2
     cache = torch.randn(20, 7, 1, 576, device="cuda", generator=g).bfloat16()
     attention.sparse_decode(torch.randn(2, 2, 16, 576, device="cuda", generator=g).bfloat16(), cache,

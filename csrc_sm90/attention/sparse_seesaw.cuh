@@ -1,0 +1,492 @@
+// Token-sparse MLA attention for sm_90a over a bf16 cache (sparse prefill; sparse decode on a bf16 cache):
+// a producer warpgroup gathers the indexed rows while two consumer warpgroups run the seesaw schedule of
+// decode_seesaw.cuh. Rows are gathered by cp.async (Hopper's TMA cannot gather arbitrary rows).
+//
+// Tiling. One CTA computes 64 query rows of one KV head against its schedule part's 64-key tiles, taken in
+// pairs (A in buffer 0, B in buffer 1; Q 72 KB + two 72 KB tiles for d_qk 576, swizzle-128B, K-major; V is
+// the transposed view of a tile's first 512 dims). Warpgroup w (w < 2) owns O[:, 256w, 256w + 256).
+//
+// Thread roles (384 threads; setmaxnreg: consumers 216 registers, producer 72):
+//   WG0 (consumer): S_A = Q K_A^T, softmax A (P_A), O_0 += P_A V_A,0 then P_B V_B,0
+//   WG1 (consumer): S_B = Q K_B^T, O_1 += P_A V_A,1, softmax B under it (P_B), O_1 += P_B V_B,1
+//   WG2 (producer): gathers tiles into the buffers, half-buffer by half-buffer, as they are released
+// The consumers' hand-offs are those of decode_seesaw.cuh (named barriers 1: P_A and m_A ready, 2: P_B and
+// m_B ready). P of a tile lives in its RoPE slab for d_qk 576 (read only by that tile's Q K^T), in a
+// buffer of its own for d_qk 512.
+//
+// Pipeline. Each buffer is two halves with a full and an empty mbarrier each: L = dims [0, 256) (slabs
+// 0..3), R = the rest (slabs 4..; and P for d_qk 576). L is read by WG0 only (S and its P V) and is
+// released by WG0 once its P V of the tile completed; R by both (S, WG1's P V, P), released by both. The
+// producer refills in the order the halves free up — A.L, A.R, B.L, B.R — so the next pair's gathers are
+// in flight while this pair's P V run, and the consumers never issue a copy. Its thread t copies 16-byte
+// column t % 8 of every 64-dim slab of rows t / 8 + 16 i (i < 4): 16 or 20 copies per half, through the
+// L2 with 256-byte prefetch. Invalid keys (index < 0 or >= capacity, past topk_length, or past this
+// part's tiles: the phantom B that pads an odd count) are zero-filled, never read, and masked through a
+// per-buffer validity byte that the producer writes before it arrives on the buffer's L full barrier
+// (count 256: 128 cp.async completions + 128 release arrivals).
+#pragma once
+
+#include <cute/atom/mma_atom.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/detail/helper_macros.hpp>
+
+#include "../common/device_utils.cuh"
+#include "../common/params.h"
+#include "epilogue.cuh"
+#include "fp8_v32.cuh"
+#include "tile_config.cuh"
+#include "tile_copy.cuh"
+
+namespace flashmla_sm90 {
+
+using namespace cute;
+
+template <typename Element, int kD>
+struct SparseSeesawConfig {
+  using Base = AttentionConfig<Element, kD>;
+  static constexpr bool kPInRope = kD > kHeadDimV;  // P of a tile in its RoPE slab (d_qk 576)
+  struct SharedStorage {
+    alignas(1024) Element q[cosize_v<typename Base::SmemLayoutQ>];
+    alignas(1024) Element k[2][cosize_v<typename Base::SmemLayoutK>];
+    alignas(1024) Element p[kPInRope ? 1 : 2][kPInRope ? 1 : cosize_v<typename Base::SmemLayoutP>];
+    float row_max[2][kTileRows];        // m_A, m_B hand-offs
+    float row_sum[2][kTileRows];        // epilogue
+    uint8_t key_valid[2][kTileTokens];  // per buffer: which keys are real
+    alignas(8) uint64_t full[2][2];     // [buffer][half]: the half has landed
+    alignas(8) uint64_t empty[2][2];    // [buffer][half]: its readers are done with it
+  };
+  static constexpr int kThreads = 384;
+  static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
+  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
+};
+
+// 16 bytes global -> shared through the L2 with a 256-byte prefetch; zero-filled when !valid.
+__device__ __forceinline__ void cp_async_16_l2_256(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+template <typename Element, int kD, KeySource kSource>
+__global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_constant__ AttentionParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
+  static_assert(kSource != KeySource::kPaged && (!kFp8 || kD == 576), "indexed bf16 rows, or fp8_v32 (d_qk 576)");
+  using CacheElement = std::conditional_t<kFp8, uint8_t, Element>;
+  // 2 x 128 x 216 + 128 x 72 <= 64 K (fp8: the producer holds two rows' payload in registers)
+  constexpr int kProducerRegs = 72, kConsumerRegs = 216;
+  using Cfg = SparseSeesawConfig<Element, kD>;
+  using Base = typename Cfg::Base;
+  using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
+      Element, Element, float, Shape<_64, _64, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
+  using Barrier = cutlass::arch::ClusterBarrier;
+  constexpr float kNegInf = -INFINITY;
+  constexpr int kBarPa = 1, kBarPb = 2, kBarEpilogue = 3, kBarConsumers = 4;
+  constexpr int kSlabs = kD / 64, kSlabsL = kHeadDimV / 2 / 64;  // L: the first 4 slabs
+  constexpr int kKBlocksL = kSlabsL * 4;                          // 16-wide k-blocks of Q K^T in L
+  constexpr int kRopeSlab = kHeadDimV * kTileTokens;              // element offset of a tile's RoPE slab
+
+  extern __shared__ char smem_raw[];
+  auto& ss = shared_storage<typename Cfg::SharedStorage>(smem_raw);
+
+  launch_dependent_grids();
+  // wg broadcast from lane 0: warp-uniform for ptxas (the roles run different wgmma sequences)
+  const int tid = threadIdx.x, wg = __shfl_sync(0xffffffff, tid / 128, 0), wg_tid = tid % 128, lane = tid % 32;
+  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
+  const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
+  const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
+  if (part.end_req < part.begin_req) return;
+  if (tid == 0) {
+    for (int b = 0; b < 2; ++b) {
+      // bf16: cp.async completions (128, noinc) + releases of the validity bytes (128) on L, completions
+      // on R; fp8: the dequantizing stores' arrivals (128) on L, those and the RoPE cp.asyncs' on R
+      Barrier::init(&ss.full[b][0], kFp8 ? 128 : 256);
+      Barrier::init(&ss.full[b][1], kFp8 ? 256 : 128);
+      Barrier::init(&ss.empty[b][0], 128);
+      Barrier::init(&ss.empty[b][1], 256);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  __syncthreads();
+
+  // The tile range of request `req` in this part, padded to whole pairs (a phantom B at most).
+  struct Run {
+    int lo, real, hi, end_token;
+  };
+  auto run_of = [&](int req, int seqlen) {
+    Run r;
+    const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
+    r.lo = req == part.begin_req ? part.begin_tile : 0;
+    r.real = max(r.lo, req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles);
+    r.hi = r.lo + ((r.real - r.lo + 1) & ~1);
+    r.end_token = min(seqlen, r.real * kTileTokens);  // keys at or past it are not this part's
+    return r;
+  };
+  auto seqlen_of = [&](int req) {
+    return p.topk_length != nullptr ? max(0, min(p.topk_length[req], p.topk)) : p.topk;
+  };
+
+  if (wg == 2) {
+    // ---------------------------------------------------------------- producer
+    cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
+    const int col = wg_tid % 8, row0 = wg_tid / 8;  // rows row0 + 16 i
+    // swizzle-128B: 16-byte unit u of rows row0 + 16 i sits at u ^ (row0 % 8) for every i
+    const uint32_t tile0 = static_cast<uint32_t>(__cvta_generic_to_shared(ss.k[0])) + row0 * 128;
+    auto unit = [&](int u) { return uint32_t(u ^ (row0 & 7)) << 4; };
+    constexpr uint32_t kBufBytes = sizeof(ss.k[0]);
+    const CacheElement* kv = static_cast<const CacheElement*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
+    auto row_of = [&](int idx) {  // a valid index's cache row
+      return kv + int64_t(idx / p.page_size) * p.kv_stride_block + int64_t(idx % p.page_size) * p.kv_stride_page;
+    };
+    const int scale_offset = kFp8ScaleOffset - 16 * col;  // fp8: the row's scales from src[i]
+    uint32_t phase = 1;  // empty barriers: the first wait of each passes at once
+    for (int req = part.begin_req; req <= part.end_req; ++req) {
+      const Run run = run_of(req, seqlen_of(req));
+      const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
+      auto index_of = [&](int tile, int i) {
+        const int token = tile * kTileTokens + row0 + 16 * i;
+        return token < run.end_token ? __ldg(indices + token) : -1;
+      };
+      for (int a = run.lo; a < run.hi; a += 2) {
+        int index[2][4];
+        CUTE_UNROLL
+        for (int b = 0; b < 2; ++b) {
+          CUTE_UNROLL
+          for (int i = 0; i < 4; ++i) index[b][i] = index_of(a + b, i);
+        }
+        if constexpr (kFp8) {  // the next pair's rows into L2 (DRAM latency off the dequantizing loads)
+          if (col < 2 && a + 2 + col < run.hi) {
+            CUTE_UNROLL
+            for (int i = 0; i < 4; ++i) {
+              const int idx = index_of(a + 2 + col, i);
+              if (idx >= 0 && idx < p.capacity) fp8_prefetch_l2(row_of(idx), 0);
+            }
+          }
+        }
+        CUTE_UNROLL
+        for (int b = 0; b < 2; ++b) {
+          const CacheElement* src[4];
+          bool valid[4];
+          CUTE_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            const int idx = index[b][i];
+            valid[i] = idx >= 0 && idx < p.capacity;
+            src[i] = valid[i] ? row_of(idx) : kv;
+            // fp8: from this thread's first fp8 chunk on (the other bytes it reads are immediate offsets,
+            // but for the scales: one per-thread offset)
+            if constexpr (kFp8) src[i] += 16 * col;
+          }
+          const uint32_t tile = tile0 + b * kBufBytes;
+          if constexpr (kFp8) {
+            // fp8 chunks col and col + 8 of each half (16 dims each) of the 4 rows: dequantized in
+            // registers, stored as bf16 units 2 (col % 4) and + 1 of slabs 4h + col / 4 and 4h + 2 + col / 4
+            CUTE_UNROLL
+            for (int h = 0; h < 2; ++h) {
+              CUTE_UNROLL
+              for (int g = 0; g < 2; ++g) {  // rows 2g, 2g + 1 (registers: 2 rows' payload in flight)
+                uint4 raw[2][2];
+                float2 scale[2];
+                CUTE_UNROLL
+                for (int r = 0; r < 2; ++r) {
+                  const int i = 2 * g + r;
+                  const uint8_t* at = src[i] + 256 * h;
+                  raw[r][0] = valid[i] ? __ldg(reinterpret_cast<const uint4*>(at)) : make_uint4(0, 0, 0, 0);
+                  raw[r][1] = valid[i] ? __ldg(reinterpret_cast<const uint4*>(at + 128)) : make_uint4(0, 0, 0, 0);
+                  scale[r] = valid[i] ? __ldg(reinterpret_cast<const float2*>(src[i] + scale_offset) + h)
+                                      : make_float2(0.f, 0.f);
+                }
+                if (g == 0) {
+                  Barrier::wait(&ss.empty[b][h], phase);
+                  if (h == 0 && col == 0) {
+                    CUTE_UNROLL
+                    for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
+                  }
+                  if (h == 1) {  // RoPE (bf16 as stored): unit col of slab 8
+                    CUTE_UNROLL
+                    for (int i = 0; i < 4; ++i) {
+                      cp_async_16_l2_256(tile + 8 * 8192 + i * 2048 + unit(col), src[i] + kFp8RopeOffset,
+                                         valid[i]);
+                    }
+                    cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
+                  }
+                }
+                CUTE_UNROLL
+                for (int r = 0; r < 2; ++r) {
+                  CUTE_UNROLL
+                  for (int c = 0; c < 2; ++c) {
+                    const float sc = c == 0 ? scale[r].x : scale[r].y;
+                    const uint32_t w[4] = {raw[r][c].x, raw[r][c].y, raw[r][c].z, raw[r][c].w};
+                    uint32_t v[8];
+                    CUTE_UNROLL
+                    for (int j = 0; j < 4; ++j) {
+                      v[2 * j] = dequant_fp8x2(w[j] & 0xffff, sc);
+                      v[2 * j + 1] = dequant_fp8x2(w[j] >> 16, sc);
+                    }
+                    const uint32_t at = tile + (4 * h + 2 * c + col / 4) * 8192 + (2 * g + r) * 2048;
+                    store_shared_u128(at + unit(2 * (col % 4)), v[0], v[1], v[2], v[3]);
+                    store_shared_u128(at + unit(2 * (col % 4) + 1), v[4], v[5], v[6], v[7]);
+                  }
+                }
+              }
+              cutlass::arch::fence_view_async_shared();  // generic stores -> the wgmma (async proxy) reads
+              Barrier::arrive(&ss.full[b][h]);
+            }
+          } else {
+            Barrier::wait(&ss.empty[b][0], phase);
+            if (col == 0) {
+              CUTE_UNROLL
+              for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
+            }
+            CUTE_UNROLL
+            for (int s = 0; s < kSlabsL; ++s) {
+              CUTE_UNROLL
+              for (int i = 0; i < 4; ++i) {
+                cp_async_16_l2_256(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i]);
+              }
+            }
+            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
+            Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
+            Barrier::wait(&ss.empty[b][1], phase);
+            CUTE_UNROLL
+            for (int s = kSlabsL; s < kSlabs; ++s) {
+              CUTE_UNROLL
+              for (int i = 0; i < 4; ++i) {
+                cp_async_16_l2_256(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i]);
+              }
+            }
+            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
+          }
+        }
+        phase ^= 1;
+      }
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  // ---------------------------------------------------------------- consumers
+  cutlass::arch::warpgroup_reg_alloc<kConsumerRegs>();
+  TiledMmaS mma_s;
+  typename Base::TiledMmaO mma_o;
+  auto thr_s = mma_s.get_thread_slice(wg_tid);
+  auto thr_o = mma_o.get_thread_slice(wg_tid);
+  Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _64>{});
+  Tensor tOrO = partition_fragment_C(mma_o, Shape<_64, _256>{});
+  Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _64>{}));
+  Tensor tOcO = thr_o.partition_C(make_identity_tensor(Shape<_64, _256>{}));
+  const int my_row0 = (wg_tid / 32) * 16 + lane / 4;  // wgmma C layout: rows my_row0, my_row0 + 8
+  auto slot_of = [](int v) { return (v >> 1) & 1; };
+  auto tile_p = [&](int buf) {
+    Element* at;
+    if constexpr (Cfg::kPInRope) {
+      at = ss.k[buf] + kRopeSlab;
+    } else {
+      at = ss.p[buf];
+    }
+    return make_tensor(make_smem_ptr(at), typename Base::SmemLayoutP{});
+  };
+  uint32_t phase = 0;  // full barriers: parity of the current pair
+  float* max_a = ss.row_max[0];
+  float* max_b = ss.row_max[1];
+
+  // S = Q K^T of buffer buf: L's k-blocks once L has landed, then R's, one wgmma group.
+  auto qk_blocks = [&](int buf, auto kb_begin, auto kb_end) CUTLASS_LAMBDA_FUNC_INLINE {
+    // operand descriptors made from opaque pointers after the wait: made earlier, they would be held
+    // (and spilled) across it
+    Element* q_smem = ss.q;
+    Element* k_smem = ss.k[buf];
+    asm volatile("" : "+l"(q_smem), "+l"(k_smem));
+    Tensor tSrQ = thr_s.partition_fragment_A(make_tensor(make_smem_ptr(q_smem), typename Base::SmemLayoutQ{}));
+    Tensor tSrK = thr_s.partition_fragment_B(make_tensor(make_smem_ptr(k_smem), typename Base::SmemLayoutK{}));
+    CUTE_UNROLL
+    for (int kb = decltype(kb_begin)::value; kb < decltype(kb_end)::value; ++kb) {
+      cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
+      mma_s.accumulate_ = GMMA::ScaleOut::One;
+    }
+  };
+  auto issue_qk = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+    Barrier::wait(&ss.full[buf][0], phase);
+    mma_s.accumulate_ = GMMA::ScaleOut::Zero;
+    warpgroup_fence_operand(tSrS);
+    warpgroup_arrive();
+    qk_blocks(buf, Int<0>{}, Int<kKBlocksL>{});
+    Barrier::wait(&ss.full[buf][1], phase);
+    qk_blocks(buf, Int<kKBlocksL>{}, Int<kD / 16>{});
+    warpgroup_commit_batch();
+  };
+  // Once S is in registers: mask invalid keys, scale into log2 units, row maxima of the tile.
+  auto mask_scores = [&](int buf, float (&tile_max)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
+    warpgroup_fence_operand(tSrS);
+    tile_max[0] = tile_max[1] = kNegInf;
+    CUTE_UNROLL
+    for (int i = 0; i < size(tSrS); ++i) {
+      const float s = ss.key_valid[buf][get<1>(tScS(i))] ? tSrS(i) * p.scale_log2 : kNegInf;
+      tSrS(i) = s;
+      tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], s);
+    }
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) tile_max[k] = quad_max(tile_max[k]);
+  };
+  // P = 2^(S - m) into the tile's P buffer; adds this thread's share of the row sums to sum.
+  auto write_p = [&](int buf, const float (&m)[2], float (&sum)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
+    Tensor tSsP = thr_s.partition_C(tile_p(buf));
+    CUTE_UNROLL
+    for (int i = 0; i < size(tSrS); i += 2) {  // adjacent accumulator values: adjacent columns
+      const int k = slot_of(i);
+      const float m_use = m[k] == kNegInf ? 0.f : m[k];
+      const float p0 = fast_exp2(tSrS(i) - m_use), p1 = fast_exp2(tSrS(i + 1) - m_use);
+      sum[k] += p0 + p1;
+      Element pair[2] = {Element(p0), Element(p1)};
+      store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
+    }
+    cutlass::arch::fence_view_async_shared();  // P stores -> the wgmma reads of both warpgroups
+  };
+  float row_max[2], row_sum[2];
+  // This warpgroup's O slice and row sums from maxima `from` to `to` (to >= from).
+  auto rescale = [&](const float (&from)[2], const float (&to)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
+    float factor[2];
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) {
+      factor[k] = to[k] == kNegInf ? 1.f : fast_exp2(from[k] - to[k]);
+      row_sum[k] *= factor[k];
+    }
+    if (factor[0] != 1.f || factor[1] != 1.f) {  // the running max rarely moves after a few tiles
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[slot_of(i)];
+    }
+  };
+  // O_wg += P V_wg of buffer buf, then (waited) this warpgroup's release of the halves it read.
+  auto pv = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+    Tensor tOrP = thr_o.partition_fragment_A(tile_p(buf));
+    Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Base::SmemLayoutVt{});
+    Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
+    mma_o.accumulate_ = GMMA::ScaleOut::One;
+    warpgroup_fence_operand(tOrO);
+    warpgroup_arrive();
+    CUTE_UNROLL
+    for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
+    warpgroup_commit_batch();
+    warpgroup_wait<0>();
+    warpgroup_fence_operand(tOrO);
+    if (wg == 0) Barrier::arrive(&ss.empty[buf][0]);
+    Barrier::arrive(&ss.empty[buf][1]);
+  };
+  auto load_max = [&](const float* from, float (&m)[2]) {
+    CUTE_UNROLL
+    for (int k = 0; k < 2; ++k) m[k] = from[my_row0 + 8 * k];
+  };
+  auto store_max = [&](float* to, const float (&m)[2]) {
+    if (lane % 4 == 0) {
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) to[my_row0 + 8 * k] = m[k];
+    }
+  };
+
+  for (int req = part.begin_req; req <= part.end_req; ++req) {
+    const Run run = run_of(req, seqlen_of(req));
+    {  // Q tile by cp.async (the consumers' 256 threads): rows past the problem's rows are zero
+      int copy_row = tid / 4, copy_chunk0 = tid % 4;
+      asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
+      load_q_tile_rows<kD * int(sizeof(Element)) / 16>(p, static_cast<const Element*>(p.q), p.h_q / p.h_kv, ss.q,
+                                                       m_tile, kvh, req, copy_row, copy_chunk0);
+      cp_async_commit();
+      cp_async_wait<0>();
+      cutlass::arch::fence_view_async_shared();
+      named_barrier(kBarConsumers, 256);
+    }
+    row_max[0] = row_max[1] = kNegInf;
+    row_sum[0] = row_sum[1] = 0.f;
+    clear(tOrO);
+
+    if (run.lo < run.hi) {
+      if (wg == 0) {
+        issue_qk(0);
+        for (int a = run.lo; a < run.hi; a += 2) {
+          float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
+          warpgroup_wait<0>();  // S_A
+          mask_scores(0, tile_max);
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
+          write_p(0, m_a, sum_p);
+          store_max(max_a, m_a);
+          named_barrier_unaligned(kBarPa, 256);
+          rescale(row_max, m_a);
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
+          pv(0);
+          named_barrier_unaligned(kBarPb, 256);
+          load_max(max_b, m_b);
+          rescale(m_a, m_b);
+          pv(1);
+          phase ^= 1;
+          if (a + 2 < run.hi) issue_qk(0);
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) row_max[k] = m_b[k];
+        }
+      } else {
+        for (int a = run.lo; a < run.hi; a += 2) {
+          float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
+          issue_qk(1);
+          warpgroup_wait<0>();  // S_B
+          mask_scores(1, tile_max);
+          named_barrier_unaligned(kBarPa, 256);
+          load_max(max_a, m_a);
+          rescale(row_max, m_a);
+          // P_A V_A issued; softmax B under it
+          {
+            Tensor tOrP = thr_o.partition_fragment_A(tile_p(0));
+            Tensor sVt = make_tensor(make_smem_ptr(ss.k[0]), typename Base::SmemLayoutVt{});
+            Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
+            mma_o.accumulate_ = GMMA::ScaleOut::One;
+            warpgroup_fence_operand(tOrO);
+            warpgroup_arrive();
+            CUTE_UNROLL
+            for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
+            warpgroup_commit_batch();
+          }
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) m_b[k] = fmaxf(m_a[k], tile_max[k]);
+          write_p(1, m_b, sum_p);
+          store_max(max_b, m_b);
+          // m_A re-read rather than held through softmax B (registers), and before this hand-off: past
+          // it, WG0 may write the next pair's
+          load_max(max_a, m_a);
+          named_barrier_unaligned(kBarPb, 256);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
+          Barrier::arrive(&ss.empty[0][1]);
+          rescale(m_a, m_b);
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) {
+            row_sum[k] += sum_p[k];
+            row_max[k] = m_b[k];
+          }
+          pv(1);
+          phase ^= 1;
+        }
+      }
+      // nothing is in flight here; saying so lets ptxas reuse S's registers in the epilogue
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+    }
+
+    const int first_split = p.num_splits[req];
+    const int n_splits = p.num_splits[req + 1] - first_split;
+    const int slot = req == part.begin_req ? part.begin_slot : first_split;
+    // m_tile and kvh laundered: addresses derived from them were hoisted out of the request loop and spilled
+    int out_m_tile = m_tile, out_kvh = kvh;
+    asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
+    store_attention_output<Element, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
+                                          out_kvh, req, slot, n_splits);
+    named_barrier(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
+  }
+#endif
+}
+
+template <typename Element, int kD, KeySource kSource>
+cudaError_t launch_sparse_seesaw(const AttentionParams& p, int num_parts, cudaStream_t stream) {
+  return launch_tiled<SparseSeesawConfig<Element, kD>>(mla_sparse_seesaw_kernel<Element, kD, kSource>, p, num_parts,
+                                                       stream);
+}
+
+}  // namespace flashmla_sm90
