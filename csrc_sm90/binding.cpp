@@ -262,7 +262,8 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.causal = false;
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   // bf16 rows: the producer/consumer kernel (attention/sparse_seesaw.cuh); FLASHMLA_SM90_SPARSE_SEESAW=0
-  // keeps them on the two-buffer kernel (A/B)
+  // keeps them on the two-buffer kernel, which fp8_v32 rows take (read per call: a test compares the fp8
+  // and bf16 forms of that kernel bit for bit)
   p.sparse_seesaw = !env_equals("FLASHMLA_SM90_SPARSE_SEESAW", "0");
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));

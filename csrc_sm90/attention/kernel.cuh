@@ -1,6 +1,7 @@
 // MLA attention for sm_90a: dense decode over a paged bf16/fp16 cache, and sparse attention over
 // index lists (sparse prefill; sparse decode on a bf16 or an fp8_v32 cache); absorbed MLA, V = the
-// first 512 dims of K.
+// first 512 dims of K. Sparse bf16 rows go to the producer/consumer kernel of sparse_seesaw.cuh unless
+// FLASHMLA_SM90_SPARSE_SEESAW=0; fp8_v32 rows are dequantized here.
 //
 // Tiling. One CTA computes 64 query rows of one KV head — the s_q * h_q / h_kv rows that share it,
 // s_q-major (row r is query token r / (h_q/h_kv), head kvh * (h_q/h_kv) + r % (h_q/h_kv)) — against
@@ -44,8 +45,8 @@
 // with one bf16 buffer and the dequantization between the GEMMs (+8%); integer-pipe dequantization
 // (+17%: more instructions, and the hardware conversions are not the bound); a 2-CTA cluster for
 // h_q > 64 where each CTA dequantizes half a tile for both through DSMEM (+37%: a cluster barrier
-// per tile). Next: a producer warpgroup (setmaxnreg) so dequantization leaves the consumers' path;
-// it needs the consumer code below 232 registers first (ptxas spilled at 232 / 40).
+// per tile); a dequantizing producer warpgroup (sparse_seesaw.cuh's kernel at fc06d1b: +20%, its
+// register-held loads too few bytes in flight).
 // Sparse decode plans cut every token's run into equal parts (none once the tokens fill the SMs).
 //
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2
@@ -344,8 +345,8 @@ cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream
   if constexpr (kSource == KeySource::kPaged && kD == 576) {
     if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
   }
-  if constexpr (kSource != KeySource::kPaged) {
-    if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD, kSource>(p, num_parts, stream);
+  if constexpr (kSource == KeySource::kIndexed) {
+    if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD>(p, num_parts, stream);
   }
   return launch_tiled<AttentionConfig<Element, kD>>(mla_attention_kernel<Element, kD, kSource>, p, num_parts, stream);
 }

@@ -24,6 +24,12 @@
 // part's tiles: the phantom B that pads an odd count) are zero-filled, never read, and masked through a
 // per-buffer validity byte that the producer writes before it arrives on the buffer's L full barrier
 // (count 256: 128 cp.async completions + 128 release arrivals).
+//
+// Measured (H100, docs/benchmarks/sm90-sparse.md): sparse prefill h128 6490 -> ~5000 us, bf16 sparse decode
+// h128 s_q 2 519 -> ~390 us against the two-buffer kernel. fp8_v32 rows stay there: a dequantizing producer
+// (fc06d1b: two rows' payload per thread in registers, 72 registers) was slower (v32-h64 93 -> 111 us,
+// v32-h128-mtp2 552 -> 638 us): 128 threads with 8 KB of loads in flight per SM bound it, not the tensor
+// cores.
 #pragma once
 
 #include <cute/atom/mma_atom.hpp>
@@ -35,7 +41,6 @@
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "epilogue.cuh"
-#include "fp8_v32.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
 
@@ -67,14 +72,10 @@ __device__ __forceinline__ void cp_async_16_l2_256(uint32_t dst, const void* src
   asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 
-template <typename Element, int kD, KeySource kSource>
+template <typename Element, int kD>
 __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
-  static_assert(kSource != KeySource::kPaged && (!kFp8 || kD == 576), "indexed bf16 rows, or fp8_v32 (d_qk 576)");
-  using CacheElement = std::conditional_t<kFp8, uint8_t, Element>;
-  // 2 x 128 x 216 + 128 x 72 <= 64 K (fp8: the producer holds two rows' payload in registers)
-  constexpr int kProducerRegs = 72, kConsumerRegs = 216;
+  constexpr int kProducerRegs = 72, kConsumerRegs = 216;  // 2 x 128 x 216 + 128 x 72 <= 64 K
   using Cfg = SparseSeesawConfig<Element, kD>;
   using Base = typename Cfg::Base;
   using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
@@ -98,10 +99,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   if (part.end_req < part.begin_req) return;
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {
-      // bf16: cp.async completions (128, noinc) + releases of the validity bytes (128) on L, completions
-      // on R; fp8: the dequantizing stores' arrivals (128) on L, those and the RoPE cp.asyncs' on R
-      Barrier::init(&ss.full[b][0], kFp8 ? 128 : 256);
-      Barrier::init(&ss.full[b][1], kFp8 ? 256 : 128);
+      // L: cp.async completions (128, noinc) + releases of the validity bytes (128); R: completions
+      Barrier::init(&ss.full[b][0], 256);
+      Barrier::init(&ss.full[b][1], 128);
       Barrier::init(&ss.empty[b][0], 128);
       Barrier::init(&ss.empty[b][1], 256);
     }
@@ -134,11 +134,21 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     const uint32_t tile0 = static_cast<uint32_t>(__cvta_generic_to_shared(ss.k[0])) + row0 * 128;
     auto unit = [&](int u) { return uint32_t(u ^ (row0 & 7)) << 4; };
     constexpr uint32_t kBufBytes = sizeof(ss.k[0]);
-    const CacheElement* kv = static_cast<const CacheElement*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
+    const Element* kv = static_cast<const Element*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
     auto row_of = [&](int idx) {  // a valid index's cache row
       return kv + int64_t(idx / p.page_size) * p.kv_stride_block + int64_t(idx % p.page_size) * p.kv_stride_page;
     };
-    const int scale_offset = kFp8ScaleOffset - 16 * col;  // fp8: the row's scales from src[i]
+    // slabs [s_begin, s_end) of this thread's 4 rows of a tile
+    auto copy_slabs = [&](uint32_t tile, const Element* const (&src)[4], const bool (&valid)[4], auto s_begin,
+                          auto s_end) CUTLASS_LAMBDA_FUNC_INLINE {
+      CUTE_UNROLL
+      for (int s = decltype(s_begin)::value; s < decltype(s_end)::value; ++s) {
+        CUTE_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          cp_async_16_l2_256(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i]);
+        }
+      }
+    };
     uint32_t phase = 1;  // empty barriers: the first wait of each passes at once
     for (int req = part.begin_req; req <= part.end_req; ++req) {
       const Run run = run_of(req, seqlen_of(req));
@@ -154,108 +164,28 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           CUTE_UNROLL
           for (int i = 0; i < 4; ++i) index[b][i] = index_of(a + b, i);
         }
-        if constexpr (kFp8) {  // the next pair's rows into L2 (DRAM latency off the dequantizing loads)
-          if (col < 2 && a + 2 + col < run.hi) {
-            CUTE_UNROLL
-            for (int i = 0; i < 4; ++i) {
-              const int idx = index_of(a + 2 + col, i);
-              if (idx >= 0 && idx < p.capacity) fp8_prefetch_l2(row_of(idx), 0);
-            }
-          }
-        }
         CUTE_UNROLL
         for (int b = 0; b < 2; ++b) {
-          const CacheElement* src[4];
+          const Element* src[4];
           bool valid[4];
           CUTE_UNROLL
           for (int i = 0; i < 4; ++i) {
             const int idx = index[b][i];
             valid[i] = idx >= 0 && idx < p.capacity;
             src[i] = valid[i] ? row_of(idx) : kv;
-            // fp8: from this thread's first fp8 chunk on (the other bytes it reads are immediate offsets,
-            // but for the scales: one per-thread offset)
-            if constexpr (kFp8) src[i] += 16 * col;
           }
           const uint32_t tile = tile0 + b * kBufBytes;
-          if constexpr (kFp8) {
-            // fp8 chunks col and col + 8 of each half (16 dims each) of the 4 rows: dequantized in
-            // registers, stored as bf16 units 2 (col % 4) and + 1 of slabs 4h + col / 4 and 4h + 2 + col / 4
+          Barrier::wait(&ss.empty[b][0], phase);
+          if (col == 0) {
             CUTE_UNROLL
-            for (int h = 0; h < 2; ++h) {
-              CUTE_UNROLL
-              for (int g = 0; g < 2; ++g) {  // rows 2g, 2g + 1 (registers: 2 rows' payload in flight)
-                uint4 raw[2][2];
-                float2 scale[2];
-                CUTE_UNROLL
-                for (int r = 0; r < 2; ++r) {
-                  const int i = 2 * g + r;
-                  const uint8_t* at = src[i] + 256 * h;
-                  raw[r][0] = valid[i] ? __ldg(reinterpret_cast<const uint4*>(at)) : make_uint4(0, 0, 0, 0);
-                  raw[r][1] = valid[i] ? __ldg(reinterpret_cast<const uint4*>(at + 128)) : make_uint4(0, 0, 0, 0);
-                  scale[r] = valid[i] ? __ldg(reinterpret_cast<const float2*>(src[i] + scale_offset) + h)
-                                      : make_float2(0.f, 0.f);
-                }
-                if (g == 0) {
-                  Barrier::wait(&ss.empty[b][h], phase);
-                  if (h == 0 && col == 0) {
-                    CUTE_UNROLL
-                    for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
-                  }
-                  if (h == 1) {  // RoPE (bf16 as stored): unit col of slab 8
-                    CUTE_UNROLL
-                    for (int i = 0; i < 4; ++i) {
-                      cp_async_16_l2_256(tile + 8 * 8192 + i * 2048 + unit(col), src[i] + kFp8RopeOffset,
-                                         valid[i]);
-                    }
-                    cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
-                  }
-                }
-                CUTE_UNROLL
-                for (int r = 0; r < 2; ++r) {
-                  CUTE_UNROLL
-                  for (int c = 0; c < 2; ++c) {
-                    const float sc = c == 0 ? scale[r].x : scale[r].y;
-                    const uint32_t w[4] = {raw[r][c].x, raw[r][c].y, raw[r][c].z, raw[r][c].w};
-                    uint32_t v[8];
-                    CUTE_UNROLL
-                    for (int j = 0; j < 4; ++j) {
-                      v[2 * j] = dequant_fp8x2(w[j] & 0xffff, sc);
-                      v[2 * j + 1] = dequant_fp8x2(w[j] >> 16, sc);
-                    }
-                    const uint32_t at = tile + (4 * h + 2 * c + col / 4) * 8192 + (2 * g + r) * 2048;
-                    store_shared_u128(at + unit(2 * (col % 4)), v[0], v[1], v[2], v[3]);
-                    store_shared_u128(at + unit(2 * (col % 4) + 1), v[4], v[5], v[6], v[7]);
-                  }
-                }
-              }
-              cutlass::arch::fence_view_async_shared();  // generic stores -> the wgmma (async proxy) reads
-              Barrier::arrive(&ss.full[b][h]);
-            }
-          } else {
-            Barrier::wait(&ss.empty[b][0], phase);
-            if (col == 0) {
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
-            }
-            CUTE_UNROLL
-            for (int s = 0; s < kSlabsL; ++s) {
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) {
-                cp_async_16_l2_256(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i]);
-              }
-            }
-            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
-            Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
-            Barrier::wait(&ss.empty[b][1], phase);
-            CUTE_UNROLL
-            for (int s = kSlabsL; s < kSlabs; ++s) {
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) {
-                cp_async_16_l2_256(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i]);
-              }
-            }
-            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
+            for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
           }
+          copy_slabs(tile, src, valid, Int<0>{}, Int<kSlabsL>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
+          Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
+          Barrier::wait(&ss.empty[b][1], phase);
+          copy_slabs(tile, src, valid, Int<kSlabsL>{}, Int<kSlabs>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
         }
         phase ^= 1;
       }
@@ -483,10 +413,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
 #endif
 }
 
-template <typename Element, int kD, KeySource kSource>
+template <typename Element, int kD>
 cudaError_t launch_sparse_seesaw(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  return launch_tiled<SparseSeesawConfig<Element, kD>>(mla_sparse_seesaw_kernel<Element, kD, kSource>, p, num_parts,
-                                                       stream);
+  return launch_tiled<SparseSeesawConfig<Element, kD>>(mla_sparse_seesaw_kernel<Element, kD>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90
