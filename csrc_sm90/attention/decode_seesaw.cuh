@@ -39,6 +39,7 @@
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "epilogue.cuh"
+#include "seesaw_softmax.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
 #include "wgmma_issue.cuh"
@@ -183,30 +184,11 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     };
     // P = 2^(S - m) into the tile's RoPE slab; adds this thread's share of the row sums to sum.
     auto write_p = [&](int tile, const float (&m)[2], float (&sum)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
-      Tensor tSsP = thr_s.partition_C(tile_p(buf_of(tile)));
-      CUTE_UNROLL
-      for (int i = 0; i < size(tSrS); i += 2) {  // adjacent accumulator values: adjacent columns
-        const int k = slot_of(i);
-        const float m_use = m[k] == kNegInf ? 0.f : m[k];
-        const float p0 = fast_exp2(tSrS(i) - m_use), p1 = fast_exp2(tSrS(i + 1) - m_use);
-        sum[k] += p0 + p1;
-        Element pair[2] = {Element(p0), Element(p1)};
-        store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
-      }
-      cutlass::arch::fence_view_async_shared();  // P stores -> the wgmma reads of both warpgroups
+      seesaw_write_p<Element>(tSrS, thr_s.partition_C(tile_p(buf_of(tile))), m, sum);
     };
     // This warpgroup's O slice and row sums from maxima `from` to `to` (to >= from).
     auto rescale = [&](const float (&from)[2], const float (&to)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
-      float factor[2];
-      CUTE_UNROLL
-      for (int k = 0; k < 2; ++k) {
-        factor[k] = to[k] == kNegInf ? 1.f : fast_exp2(from[k] - to[k]);
-        row_sum[k] *= factor[k];
-      }
-      if (factor[0] != 1.f || factor[1] != 1.f) {  // the running max rarely moves after a few tiles
-        CUTE_UNROLL
-        for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[slot_of(i)];
-      }
+      seesaw_rescale(tOrO, row_sum, from, to);
     };
     // O_wg += P V_wg of `tile`
     auto issue_pv = [&](int tile) CUTLASS_LAMBDA_FUNC_INLINE {
@@ -234,16 +216,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       __syncwarp();
     };
     auto read_page_ahead = [&](int tile) { return wg_tid == 0 && tile + 2 < tile_hi ? page_of(tile + 2) : 0; };
-    auto load_max = [&](const float* from, float (&m)[2]) {
-      CUTE_UNROLL
-      for (int k = 0; k < 2; ++k) m[k] = from[my_row0 + 8 * k];
-    };
-    auto store_max = [&](float* to, const float (&m)[2]) {
-      if (lane % 4 == 0) {
-        CUTE_UNROLL
-        for (int k = 0; k < 2; ++k) to[my_row0 + 8 * k] = m[k];
-      }
-    };
+    auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
+    auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
     float* max_a = ss.row_max[0];
     float* max_b = ss.row_max[1];
 

@@ -41,8 +41,10 @@
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "epilogue.cuh"
+#include "seesaw_softmax.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
+#include "wgmma_issue.cuh"
 
 namespace flashmla_sm90 {
 
@@ -259,58 +261,30 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   };
   // P = 2^(S - m) into the tile's P buffer; adds this thread's share of the row sums to sum.
   auto write_p = [&](int buf, const float (&m)[2], float (&sum)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
-    Tensor tSsP = thr_s.partition_C(tile_p(buf));
-    CUTE_UNROLL
-    for (int i = 0; i < size(tSrS); i += 2) {  // adjacent accumulator values: adjacent columns
-      const int k = slot_of(i);
-      const float m_use = m[k] == kNegInf ? 0.f : m[k];
-      const float p0 = fast_exp2(tSrS(i) - m_use), p1 = fast_exp2(tSrS(i + 1) - m_use);
-      sum[k] += p0 + p1;
-      Element pair[2] = {Element(p0), Element(p1)};
-      store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
-    }
-    cutlass::arch::fence_view_async_shared();  // P stores -> the wgmma reads of both warpgroups
+    seesaw_write_p<Element>(tSrS, thr_s.partition_C(tile_p(buf)), m, sum);
   };
   float row_max[2], row_sum[2];
   // This warpgroup's O slice and row sums from maxima `from` to `to` (to >= from).
   auto rescale = [&](const float (&from)[2], const float (&to)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
-    float factor[2];
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) {
-      factor[k] = to[k] == kNegInf ? 1.f : fast_exp2(from[k] - to[k]);
-      row_sum[k] *= factor[k];
-    }
-    if (factor[0] != 1.f || factor[1] != 1.f) {  // the running max rarely moves after a few tiles
-      CUTE_UNROLL
-      for (int i = 0; i < size(tOrO); ++i) tOrO(i) *= factor[slot_of(i)];
-    }
+    seesaw_rescale(tOrO, row_sum, from, to);
   };
-  // O_wg += P V_wg of buffer buf, then (waited) this warpgroup's release of the halves it read.
-  auto pv = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+  // O_wg += P V_wg of buffer buf (one wgmma group)
+  auto issue_pv = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
     Tensor tOrP = thr_o.partition_fragment_A(tile_p(buf));
     Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Base::SmemLayoutVt{});
     Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
-    mma_o.accumulate_ = GMMA::ScaleOut::One;
-    warpgroup_fence_operand(tOrO);
-    warpgroup_arrive();
-    CUTE_UNROLL
-    for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
-    warpgroup_commit_batch();
+    issue_wgmma(mma_o, tOrP, tOrV, tOrO, false);
+  };
+  // The same, waited, then this warpgroup's release of the halves it read.
+  auto pv = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+    issue_pv(buf);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
     if (wg == 0) Barrier::arrive(&ss.empty[buf][0]);
     Barrier::arrive(&ss.empty[buf][1]);
   };
-  auto load_max = [&](const float* from, float (&m)[2]) {
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) m[k] = from[my_row0 + 8 * k];
-  };
-  auto store_max = [&](float* to, const float (&m)[2]) {
-    if (lane % 4 == 0) {
-      CUTE_UNROLL
-      for (int k = 0; k < 2; ++k) to[my_row0 + 8 * k] = m[k];
-    }
-  };
+  auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
+  auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const Run run = run_of(req, seqlen_of(req));
@@ -362,18 +336,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           named_barrier_unaligned(kBarPa, 256);
           load_max(max_a, m_a);
           rescale(row_max, m_a);
-          // P_A V_A issued; softmax B under it
-          {
-            Tensor tOrP = thr_o.partition_fragment_A(tile_p(0));
-            Tensor sVt = make_tensor(make_smem_ptr(ss.k[0]), typename Base::SmemLayoutVt{});
-            Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
-            mma_o.accumulate_ = GMMA::ScaleOut::One;
-            warpgroup_fence_operand(tOrO);
-            warpgroup_arrive();
-            CUTE_UNROLL
-            for (int kb = 0; kb < size<2>(tOrP); ++kb) cute::gemm(mma_o, tOrP(_, _, kb), tOrV(_, _, kb), tOrO);
-            warpgroup_commit_batch();
-          }
+          issue_pv(0);  // P_A V_A; softmax B under it
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_b[k] = fmaxf(m_a[k], tile_max[k]);
           write_p(1, m_b, sum_p);
