@@ -57,8 +57,7 @@ struct SparseSeesawConfig {
   struct SharedStorage {
     alignas(1024) Element q[cosize_v<typename Base::SmemLayoutQ>];
     alignas(1024) Element k[2][cosize_v<typename Base::SmemLayoutK>];
-    // P handed between the warpgroups: [0] P_B; [1] P_A for d_qk 512 (576: in A's RoPE slab)
-    alignas(1024) Element p[kPInRope ? 1 : 2][cosize_v<typename Base::SmemLayoutP>];
+    alignas(1024) Element p[kPInRope ? 1 : 2][kPInRope ? 1 : cosize_v<typename Base::SmemLayoutP>];
     float row_max[2][kTileRows];        // m_A, m_B hand-offs
     float row_sum[2][kTileRows];        // epilogue
     uint8_t key_valid[2][kTileTokens];  // per buffer: which keys are real
@@ -83,11 +82,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   using Base = typename Cfg::Base;
   using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
       Element, Element, float, Shape<_64, _64, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
-  using TiledMmaOLocal = decltype(make_tiled_mma(SM90::GMMA::rs_op_selector<
-      Element, Element, float, Shape<_64, _256, _64>, GMMA::Major::K, GMMA::Major::MN>()));
   using Barrier = cutlass::arch::ClusterBarrier;
   constexpr float kNegInf = -INFINITY;
-  constexpr int kBarMa = 1, kBarMb = 2, kBarPa = 3, kBarPb = 4, kBarEpilogue = 5, kBarConsumers = 6;
+  constexpr int kBarPa = 1, kBarPb = 2, kBarEpilogue = 3, kBarConsumers = 4;
   constexpr int kSlabs = kD / 64, kSlabsL = kHeadDimV / 2 / 64;  // L: the first 4 slabs
   constexpr int kKBlocksL = kSlabsL * 4;                          // 16-wide k-blocks of Q K^T in L
   constexpr int kRopeSlab = kHeadDimV * kTileTokens;              // element offset of a tile's RoPE slab
@@ -104,12 +101,11 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   if (part.end_req < part.begin_req) return;
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {
-      // the half filled first (A.L, B.R) carries the validity bytes: cp.async completions (128, noinc) +
-      // release arrivals (128); the other, completions only. Each half is released by one warpgroup.
-      Barrier::init(&ss.full[b][0], b == 0 ? 256 : 128);
-      Barrier::init(&ss.full[b][1], b == 0 ? 128 : 256);
+      // L: cp.async completions (128, noinc) + releases of the validity bytes (128); R: completions
+      Barrier::init(&ss.full[b][0], 256);
+      Barrier::init(&ss.full[b][1], 128);
       Barrier::init(&ss.empty[b][0], 128);
-      Barrier::init(&ss.empty[b][1], 128);
+      Barrier::init(&ss.empty[b][1], 256);
     }
     cutlass::arch::fence_barrier_init();
   }
@@ -137,22 +133,22 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     const int col = wg_tid % 8, row0 = wg_tid / 8;  // rows row0 + 16 i
     // swizzle-128B: 16-byte unit u of rows row0 + 16 i sits at u ^ (row0 % 8) for every i
-    // this thread's unit in row row0 of buffer 0, and its column of the cache rows (both laundered: the
-    // values ptxas derived from them and hoisted were spilled)
-    uint32_t dst0 = static_cast<uint32_t>(__cvta_generic_to_shared(ss.k[0])) + row0 * 128 + ((col ^ (row0 & 7)) << 4);
-    const Element* kv = static_cast<const Element*>(p.kv) + int64_t(kvh) * p.kv_stride_h + col * 8;
-    asm volatile("" : "+r"(dst0), "+l"(kv));
+    const uint32_t tile0 = static_cast<uint32_t>(__cvta_generic_to_shared(ss.k[0])) + row0 * 128;
+    auto unit = [&](int u) { return uint32_t(u ^ (row0 & 7)) << 4; };
     constexpr uint32_t kBufBytes = sizeof(ss.k[0]);
-    auto row_of = [&](int idx) {  // a valid index's cache row (from this thread's column)
+    const Element* kv = static_cast<const Element*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
+    auto row_of = [&](int idx) {  // a valid index's cache row
       return kv + int64_t(idx / p.page_size) * p.kv_stride_block + int64_t(idx % p.page_size) * p.kv_stride_page;
     };
     // slabs [s_begin, s_end) of this thread's 4 rows of a tile
-    auto copy_slabs = [&](uint32_t dst, const Element* const (&src)[4], const bool (&valid)[4], auto s_begin,
+    auto copy_slabs = [&](uint32_t tile, const Element* const (&src)[4], const bool (&valid)[4], auto s_begin,
                           auto s_end) CUTLASS_LAMBDA_FUNC_INLINE {
       CUTE_UNROLL
       for (int s = decltype(s_begin)::value; s < decltype(s_end)::value; ++s) {
         CUTE_UNROLL
-        for (int i = 0; i < 4; ++i) cp_async_16_l2_256(dst + s * 8192 + i * 2048, src[i] + s * 64, valid[i]);
+        for (int i = 0; i < 4; ++i) {
+          cp_async_16_l2_256(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i]);
+        }
       }
     };
     uint32_t phase = 1;  // empty barriers: the first wait of each passes at once
@@ -170,11 +166,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           CUTE_UNROLL
           for (int i = 0; i < 4; ++i) index[b][i] = index_of(a + b, i);
         }
-        // Half `half` of tile a + b into buffer b; the first half of a buffer (A.L, B.R) also publishes the
-        // buffer's key validity.
-        auto fill = [&](int b, auto half) CUTLASS_LAMBDA_FUNC_INLINE {
-          constexpr int h = decltype(half)::value;
-          const bool first = (b == 0) == (h == 0);
+        CUTE_UNROLL
+        for (int b = 0; b < 2; ++b) {
           const Element* src[4];
           bool valid[4];
           CUTE_UNROLL
@@ -183,21 +176,19 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
             valid[i] = idx >= 0 && idx < p.capacity;
             src[i] = valid[i] ? row_of(idx) : kv;
           }
-          Barrier::wait(&ss.empty[b][h], phase);
-          if (first && col == 0) {
+          const uint32_t tile = tile0 + b * kBufBytes;
+          Barrier::wait(&ss.empty[b][0], phase);
+          if (col == 0) {
             CUTE_UNROLL
             for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
           }
-          copy_slabs(dst0 + b * kBufBytes, src, valid, Int<h == 0 ? 0 : kSlabsL>{}, Int<h == 0 ? kSlabsL : kSlabs>{});
-          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][h]);
-          if (first) Barrier::arrive(&ss.full[b][h]);  // releases the validity bytes
-        };
-        // in the order the halves are released: A.L and B.R by their own warpgroup's P V, A.R and B.L
-        // after the P V with the other warpgroup's P
-        fill(0, Int<0>{});
-        fill(1, Int<1>{});
-        fill(0, Int<1>{});
-        fill(1, Int<0>{});
+          copy_slabs(tile, src, valid, Int<0>{}, Int<kSlabsL>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
+          Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
+          Barrier::wait(&ss.empty[b][1], phase);
+          copy_slabs(tile, src, valid, Int<kSlabsL>{}, Int<kSlabs>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
+        }
         phase ^= 1;
       }
     }
@@ -208,27 +199,19 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   // ---------------------------------------------------------------- consumers
   cutlass::arch::warpgroup_reg_alloc<kConsumerRegs>();
   TiledMmaS mma_s;
-  typename Base::TiledMmaO mma_o;  // P V with the other warpgroup's P (shared memory)
-  TiledMmaOLocal mma_o_local;      // P V with this warpgroup's P (registers)
+  typename Base::TiledMmaO mma_o;
   auto thr_s = mma_s.get_thread_slice(wg_tid);
   auto thr_o = mma_o.get_thread_slice(wg_tid);
-  auto thr_o_local = mma_o_local.get_thread_slice(wg_tid);
   Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _64>{});
   Tensor tOrO = partition_fragment_C(mma_o, Shape<_64, _256>{});
-  // P as a register A operand: value i is S's accumulator value i (the 64 x 64 C layout and the 64 x 64
-  // A layout of 4 k-blocks hold the same (row, column) at the same index)
-  Tensor tOrPLocal = make_tensor<Element>(partition_shape_A(mma_o_local, Shape<_64, _64>{}));
-  static_assert(decltype(size(tOrPLocal))::value == decltype(size(tSrS))::value, "P fragment = S fragment");
   Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _64>{}));
   Tensor tOcO = thr_o.partition_C(make_identity_tensor(Shape<_64, _256>{}));
   const int my_row0 = (wg_tid / 32) * 16 + lane / 4;  // wgmma C layout: rows my_row0, my_row0 + 8
   auto slot_of = [](int v) { return (v >> 1) & 1; };
-  // The P tile one warpgroup hands the other: P_A in A's RoPE slab (d_qk 576; read by A's Q K^T only,
-  // which is done), P_B in a buffer of its own (B's R half is released before WG0 reads P_B).
-  auto shared_p = [&](int buf) {
+  auto tile_p = [&](int buf) {
     Element* at;
     if constexpr (Cfg::kPInRope) {
-      at = buf == 0 ? ss.k[0] + kRopeSlab : ss.p[0];
+      at = ss.k[buf] + kRopeSlab;
     } else {
       at = ss.p[buf];
     }
@@ -238,12 +221,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   float* max_a = ss.row_max[0];
   float* max_b = ss.row_max[1];
 
-  // S = Q K^T of buffer buf as one wgmma group: each half's k-blocks once that half has landed, half
-  // `first` first. (Two groups on S, one in flight while the other is issued, made ptxas serialize every
-  // wgmma of the kernel.)
-  auto qk_half = [&](int buf, auto half) CUTLASS_LAMBDA_FUNC_INLINE {
-    constexpr int h = decltype(half)::value;
-    Barrier::wait(&ss.full[buf][h], phase);
+  // S = Q K^T of buffer buf: L's k-blocks once L has landed, then R's, one wgmma group.
+  auto qk_blocks = [&](int buf, auto kb_begin, auto kb_end) CUTLASS_LAMBDA_FUNC_INLINE {
     // operand descriptors made from opaque pointers after the wait: made earlier, they would be held
     // (and spilled) across it
     Element* q_smem = ss.q;
@@ -252,17 +231,19 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     Tensor tSrQ = thr_s.partition_fragment_A(make_tensor(make_smem_ptr(q_smem), typename Base::SmemLayoutQ{}));
     Tensor tSrK = thr_s.partition_fragment_B(make_tensor(make_smem_ptr(k_smem), typename Base::SmemLayoutK{}));
     CUTE_UNROLL
-    for (int kb = h == 0 ? 0 : kKBlocksL; kb < (h == 0 ? kKBlocksL : kD / 16); ++kb) {
+    for (int kb = decltype(kb_begin)::value; kb < decltype(kb_end)::value; ++kb) {
       cute::gemm(mma_s, tSrQ(_, _, kb), tSrK(_, _, kb), tSrS);
       mma_s.accumulate_ = GMMA::ScaleOut::One;
     }
   };
-  auto issue_qk = [&](int buf, auto first) CUTLASS_LAMBDA_FUNC_INLINE {
+  auto issue_qk = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+    Barrier::wait(&ss.full[buf][0], phase);
     mma_s.accumulate_ = GMMA::ScaleOut::Zero;
     warpgroup_fence_operand(tSrS);
     warpgroup_arrive();
-    qk_half(buf, first);
-    qk_half(buf, Int<1 - decltype(first)::value>{});
+    qk_blocks(buf, Int<0>{}, Int<kKBlocksL>{});
+    Barrier::wait(&ss.full[buf][1], phase);
+    qk_blocks(buf, Int<kKBlocksL>{}, Int<kD / 16>{});
     warpgroup_commit_batch();
   };
   // Once S is in registers: mask invalid keys, scale into log2 units, row maxima of the tile.
@@ -278,57 +259,29 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     CUTE_UNROLL
     for (int k = 0; k < 2; ++k) tile_max[k] = quad_max(tile_max[k]);
   };
+  // P = 2^(S - m) into the tile's P buffer; adds this thread's share of the row sums to sum.
+  auto write_p = [&](int buf, const float (&m)[2], float (&sum)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
+    seesaw_write_p<Element>(tSrS, thr_s.partition_C(tile_p(buf)), m, sum);
+  };
   float row_max[2], row_sum[2];
-  // P = 2^(S - m) into the register A operand (16-bit); adds this thread's share of the row sums to
-  // row_sum. (S is left as is: written here, ptxas serialized every wgmma of the kernel.)
-  auto exp_scores = [&](const float (&m)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
-    CUTE_UNROLL
-    for (int i = 0; i < size(tSrS); ++i) {
-      const int k = slot_of(i);
-      const float p_i = fast_exp2(tSrS(i) - (m[k] == kNegInf ? 0.f : m[k]));
-      row_sum[k] += p_i;
-      tOrPLocal(i) = Element(p_i);
-    }
-  };
-  // P for the other warpgroup's P V, into the shared P tile of buf: 2^(S - m) (WG0: P_A at m_B), or
-  // (local) this warpgroup's register P as it is.
-  auto share_p = [&](int buf, const float (&m)[2], auto local) CUTLASS_LAMBDA_FUNC_INLINE {
-    Tensor tSsP = thr_s.partition_C(shared_p(buf));
-    CUTE_UNROLL
-    for (int i = 0; i < size(tSrS); i += 2) {  // adjacent accumulator values: adjacent columns
-      Element pair[2];
-      if constexpr (decltype(local)::value) {
-        pair[0] = tOrPLocal(i);
-        pair[1] = tOrPLocal(i + 1);
-      } else {
-        const int k = slot_of(i);
-        const float m_use = m[k] == kNegInf ? 0.f : m[k];
-        pair[0] = Element(fast_exp2(tSrS(i) - m_use));
-        pair[1] = Element(fast_exp2(tSrS(i + 1) - m_use));
-      }
-      store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
-    }
-    cutlass::arch::fence_view_async_shared();  // P stores -> the other warpgroup's wgmma reads
-  };
   // This warpgroup's O slice and row sums from maxima `from` to `to` (to >= from).
   auto rescale = [&](const float (&from)[2], const float (&to)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
     seesaw_rescale(tOrO, row_sum, from, to);
   };
-  auto v_slice = [&](int buf, auto& thr) {  // this warpgroup's 256 value dims of buf, as a B operand
+  // O_wg += P V_wg of buffer buf (one wgmma group)
+  auto issue_pv = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+    Tensor tOrP = thr_o.partition_fragment_A(tile_p(buf));
     Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Base::SmemLayoutVt{});
-    return thr.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
+    Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
+    issue_wgmma(mma_o, tOrP, tOrV, tOrO, false);
   };
-  // O_wg += P V_wg of buffer buf, one wgmma group: P from registers (local) or the shared tile
-  auto issue_pv_local = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
-    warpgroup_fence_operand(tOrPLocal);
-    issue_wgmma(mma_o_local, tOrPLocal, v_slice(buf, thr_o_local), tOrO, false);
-  };
-  auto issue_pv_shared = [&](int buf, bool chained) CUTLASS_LAMBDA_FUNC_INLINE {
-    issue_wgmma(mma_o, thr_o.partition_fragment_A(shared_p(buf)), v_slice(buf, thr_o), tOrO, false, chained);
-  };
-  auto wait_pv = [&](auto pending) CUTLASS_LAMBDA_FUNC_INLINE {
-    warpgroup_wait<decltype(pending)::value>();
+  // The same, waited, then this warpgroup's release of the halves it read.
+  auto pv = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+    issue_pv(buf);
+    warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
+    if (wg == 0) Barrier::arrive(&ss.empty[buf][0]);
+    Barrier::arrive(&ss.empty[buf][1]);
   };
   auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
   auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
@@ -349,68 +302,60 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     row_sum[0] = row_sum[1] = 0.f;
     clear(tOrO);
 
-    // Per pair (m: the running maxima before it; m_A = max(m, rowmax S_A), m_B = max(m_A, rowmax S_B)):
-    //   WG0: O_0 = O_0 2^(m - m_A) + P_A V_A,0 (P_A = 2^(S_A - m_A), registers) -> release A.L; 2^(S_A - m_B)
-    //        -> shared; O_0 = O_0 2^(m_A - m_B) + P_B V_B,0 -> release B.L
-    //   WG1: O_1 = O_1 2^(m - m_B) + P_B V_B,1 (registers) -> release B.R; P_B -> shared;
-    //        O_1 += P_A V_A,1 -> release A.R
-    // Hand-offs (named barriers, the publisher arrives): m_A, m_B, shared P_A, shared P_B.
     if (run.lo < run.hi) {
       if (wg == 0) {
-        issue_qk(0, Int<0>{});
+        issue_qk(0);
         for (int a = run.lo; a < run.hi; a += 2) {
-          float tile_max[2], m_a[2], m_b[2];
+          float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
           warpgroup_wait<0>();  // S_A
           mask_scores(0, tile_max);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
+          write_p(0, m_a, sum_p);
           store_max(max_a, m_a);
-          named_barrier_arrive(kBarMa, 256);
+          named_barrier_unaligned(kBarPa, 256);
           rescale(row_max, m_a);
-          exp_scores(m_a);
-          issue_pv_local(0);
-          wait_pv(Int<0>{});
-          Barrier::arrive(&ss.empty[0][0]);
-          named_barrier_unaligned(kBarMb, 256);
-          load_max(max_b, m_b);
-          share_p(0, m_b, cute::false_type{});
-          named_barrier_arrive(kBarPa, 256);
-          rescale(m_a, m_b);
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
+          pv(0);
           named_barrier_unaligned(kBarPb, 256);
-          issue_pv_shared(1, false);
+          load_max(max_b, m_b);
+          rescale(m_a, m_b);
+          pv(1);
           phase ^= 1;
-          wait_pv(Int<0>{});
-          Barrier::arrive(&ss.empty[1][0]);
-          if (a + 2 < run.hi) issue_qk(0, Int<0>{});
+          if (a + 2 < run.hi) issue_qk(0);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) row_max[k] = m_b[k];
         }
       } else {
         for (int a = run.lo; a < run.hi; a += 2) {
-          float tile_max[2], m_a[2], m_b[2];
-          issue_qk(1, Int<1>{});  // B.R is refilled before B.L
+          float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
+          issue_qk(1);
           warpgroup_wait<0>();  // S_B
           mask_scores(1, tile_max);
-          named_barrier_unaligned(kBarMa, 256);
+          named_barrier_unaligned(kBarPa, 256);
           load_max(max_a, m_a);
+          rescale(row_max, m_a);
+          issue_pv(0);  // P_A V_A; softmax B under it
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_b[k] = fmaxf(m_a[k], tile_max[k]);
+          write_p(1, m_b, sum_p);
           store_max(max_b, m_b);
-          named_barrier_arrive(kBarMb, 256);
-          rescale(row_max, m_b);
-          exp_scores(m_b);
-          issue_pv_local(1);
-          share_p(1, m_b, cute::true_type{});
-          named_barrier_arrive(kBarPb, 256);
-          named_barrier_unaligned(kBarPa, 256);
-          issue_pv_shared(0, true);  // behind P_B V_B,1
-          warpgroup_wait<1>();  // P_B V_B,1 (O is not fenced: P_A V_A,1 still accumulates into it)
-          Barrier::arrive(&ss.empty[1][1]);
-          wait_pv(Int<0>{});
+          // m_A re-read rather than held through softmax B (registers), and before this hand-off: past
+          // it, WG0 may write the next pair's
+          load_max(max_a, m_a);
+          named_barrier_unaligned(kBarPb, 256);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
           Barrier::arrive(&ss.empty[0][1]);
-          phase ^= 1;
+          rescale(m_a, m_b);
           CUTE_UNROLL
-          for (int k = 0; k < 2; ++k) row_max[k] = m_b[k];
+          for (int k = 0; k < 2; ++k) {
+            row_sum[k] += sum_p[k];
+            row_max[k] = m_b[k];
+          }
+          pv(1);
+          phase ^= 1;
         }
       }
       // nothing is in flight here; saying so lets ptxas reuse S's registers in the epilogue

@@ -6,15 +6,12 @@
 
 namespace flashmla_sm90 {
 
-// C (+)= A B over every k-block of the fragments; with zero_init the first k-block overwrites C. chained:
-// another wgmma group on C is still in flight, so C is not fenced (a fence there "defines" C mid-pipeline
-// and ptxas serializes the wgmmas).
+// C (+)= A B over every k-block of the fragments; with zero_init the first k-block overwrites C.
 template <class TiledMma, class FragA, class FragB, class FragC>
-__device__ __forceinline__ void issue_wgmma(TiledMma& mma, const FragA& a, const FragB& b, FragC& c, bool zero_init,
-                                            bool chained = false) {
+__device__ __forceinline__ void issue_wgmma(TiledMma& mma, const FragA& a, const FragB& b, FragC& c, bool zero_init) {
   using namespace cute;
   if (zero_init) mma.accumulate_ = GMMA::ScaleOut::Zero;
-  if (!chained) warpgroup_fence_operand(c);
+  warpgroup_fence_operand(c);
   warpgroup_arrive();
   CUTE_UNROLL
   for (int kb = 0; kb < size<2>(a); ++kb) {

@@ -35,11 +35,6 @@ __device__ __forceinline__ void store_global_f32x2(float* at, float a, float b) 
   asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(at), "f"(a), "f"(b) : "memory");
 }
 
-// The arriving side of a named barrier whose other warps sync on it (a hand-off: the publisher does not wait).
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("barrier.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 // Programmatic dependent launch (sm_90): the next kernel in the stream, launched with programmatic
 // stream serialization, may start once every CTA of this one has called launch_dependent_grids() or
 // exited; it must call wait_for_prerequisite_grids() before it reads what this one wrote (that waits
