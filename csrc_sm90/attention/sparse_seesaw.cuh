@@ -41,7 +41,6 @@
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "epilogue.cuh"
-#include "fp8_v32.cuh"
 #include "seesaw_softmax.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
@@ -70,21 +69,14 @@ struct SparseSeesawConfig {
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
-// 8 bytes global -> shared (through L1: .cg takes 16 only); zero-filled when !valid.
-__device__ __forceinline__ void cp_async_8(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 8 : 0));
-}
-
 // 16 bytes global -> shared through the L2 with a 256-byte prefetch; zero-filled when !valid.
 __device__ __forceinline__ void cp_async_16_l2_256(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 
-template <typename Element, int kD, KeySource kSource>
+template <typename Element, int kD>
 __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
-  static_assert(kSource != KeySource::kPaged && (!kFp8 || kD == 576), "gathered bf16 rows, or fp8_v32 (d_qk 576)");
   constexpr int kProducerRegs = 72, kConsumerRegs = 216;  // 2 x 128 x 216 + 128 x 72 <= 64 K
   using Cfg = SparseSeesawConfig<Element, kD>;
   using Base = typename Cfg::Base;
@@ -109,9 +101,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   if (part.end_req < part.begin_req) return;
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {
-      // bf16 L: cp.async completions (128, noinc) + releases of the validity bytes (128); R: completions.
-      // fp8: the producer threads' arrivals once their dequantized stores are done.
-      Barrier::init(&ss.full[b][0], kFp8 ? 128 : 256);
+      // L: cp.async completions (128, noinc) + releases of the validity bytes (128); R: completions
+      Barrier::init(&ss.full[b][0], 256);
       Barrier::init(&ss.full[b][1], 128);
       Barrier::init(&ss.empty[b][0], 128);
       Barrier::init(&ss.empty[b][1], 256);
@@ -161,87 +152,6 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       }
     };
     uint32_t phase = 1;  // empty barriers: the first wait of each passes at once
-
-    // fp8_v32: each half's raw e4m3 bytes are staged by cp.async inside the bf16 half itself, fp8 chunk c of
-    // a row (16 dims) at the first of the two bf16 units it becomes and the half's two scales at the second,
-    // so the thread that copied them reads them back, dequantizes and overwrites them with no other thread
-    // involved, and the whole pair's bytes are in flight at once without registers (a register-staged
-    // producer was bound by its 8 KB of loads per SM). Thread (col, row0) owns fp8 chunks col and col + 8
-    // of each half of rows row0 + 16 i: bf16 slabs 4h + 2 c2 + col / 4, units 2 (col % 4) and + 1.
-    const uint8_t* kv8 = static_cast<const uint8_t*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
-    auto fp8_unit_addr = [&](int b, int h, int c2, int i, int second) {
-      return tile0 + b * kBufBytes + (4 * h + 2 * c2 + col / 4) * 8192 + i * 2048 + unit(2 * (col % 4) + second);
-    };
-    // Waits for the half to be free and copies its raw bytes, scales and (R) RoPE dims (as they are).
-    auto fp8_stage = [&](int b, auto half, const int (&index)[4]) CUTLASS_LAMBDA_FUNC_INLINE {
-      constexpr int h = decltype(half)::value;
-      const uint8_t* src[4];
-      bool valid[4];
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        valid[i] = index[i] >= 0 && index[i] < p.capacity;
-        src[i] = valid[i] ? kv8 + int64_t(index[i] / p.page_size) * p.kv_stride_block +
-                                int64_t(index[i] % p.page_size) * p.kv_stride_page
-                          : kv8;
-      }
-      Barrier::wait(&ss.empty[b][h], phase);
-      if (h == 0 && col == 0) {
-        CUTE_UNROLL
-        for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
-      }
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        CUTE_UNROLL
-        for (int c2 = 0; c2 < 2; ++c2) {
-          cp_async_16_l2_256(fp8_unit_addr(b, h, c2, i, 0), src[i] + 256 * h + 16 * (col + 8 * c2), valid[i]);
-        }
-        cp_async_8(fp8_unit_addr(b, h, 0, i, 1), src[i] + kFp8ScaleOffset + 8 * h, valid[i]);
-        if (h == 1) {
-          cp_async_16_l2_256(tile0 + b * kBufBytes + 8 * 8192 + i * 2048 + unit(col),
-                             src[i] + kFp8RopeOffset + 16 * col, valid[i]);
-        }
-      }
-      cp_async_commit();
-    };
-    // Once this thread's copies of the half (and of those after it, but `pending`) have landed:
-    // dequantize in place and publish the half.
-    auto fp8_finish = [&](int b, auto half, auto pending) CUTLASS_LAMBDA_FUNC_INLINE {
-      constexpr int h = decltype(half)::value;
-      cp_async_wait<decltype(pending)::value>();
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        const uint2 scale_bits = load_shared_u64(fp8_unit_addr(b, h, 0, i, 1));  // zero for a missing key
-        CUTE_UNROLL
-        for (int c2 = 0; c2 < 2; ++c2) {
-          const uint4 raw = load_shared_u128(fp8_unit_addr(b, h, c2, i, 0));
-          const float sc = __uint_as_float(c2 == 0 ? scale_bits.x : scale_bits.y);
-          const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-          uint32_t v[8];
-          CUTE_UNROLL
-          for (int j = 0; j < 4; ++j) {
-            v[2 * j] = dequant_fp8x2(w[j] & 0xffff, sc);
-            v[2 * j + 1] = dequant_fp8x2(w[j] >> 16, sc);
-          }
-          store_shared_u128(fp8_unit_addr(b, h, c2, i, 0), v[0], v[1], v[2], v[3]);
-          store_shared_u128(fp8_unit_addr(b, h, c2, i, 1), v[4], v[5], v[6], v[7]);
-        }
-      }
-      cutlass::arch::fence_view_async_shared();  // cp.async and generic stores -> the wgmma reads
-      Barrier::arrive(&ss.full[b][h]);
-    };
-    // One pair: all four halves staged, then finished in order; B.R is finished before the next pair's
-    // A.L is staged (that waits for WG0, which waits for WG1's S_B).
-    auto fp8_pair = [&](const int (&index)[2][4]) CUTLASS_LAMBDA_FUNC_INLINE {
-      fp8_stage(0, Int<0>{}, index[0]);
-      fp8_stage(0, Int<1>{}, index[0]);
-      fp8_stage(1, Int<0>{}, index[1]);
-      fp8_stage(1, Int<1>{}, index[1]);
-      fp8_finish(0, Int<0>{}, Int<3>{});
-      fp8_finish(0, Int<1>{}, Int<2>{});
-      fp8_finish(1, Int<0>{}, Int<1>{});
-      fp8_finish(1, Int<1>{}, Int<0>{});
-    };
-
     for (int req = part.begin_req; req <= part.end_req; ++req) {
       const Run run = run_of(req, seqlen_of(req));
       const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
@@ -256,32 +166,28 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           CUTE_UNROLL
           for (int i = 0; i < 4; ++i) index[b][i] = index_of(a + b, i);
         }
-        if constexpr (kFp8) {
-          fp8_pair(index);
-        } else {
+        CUTE_UNROLL
+        for (int b = 0; b < 2; ++b) {
+          const Element* src[4];
+          bool valid[4];
           CUTE_UNROLL
-          for (int b = 0; b < 2; ++b) {
-            const Element* src[4];
-            bool valid[4];
-            CUTE_UNROLL
-            for (int i = 0; i < 4; ++i) {
-              const int idx = index[b][i];
-              valid[i] = idx >= 0 && idx < p.capacity;
-              src[i] = valid[i] ? row_of(idx) : kv;
-            }
-            const uint32_t tile = tile0 + b * kBufBytes;
-            Barrier::wait(&ss.empty[b][0], phase);
-            if (col == 0) {
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
-            }
-            copy_slabs(tile, src, valid, Int<0>{}, Int<kSlabsL>{});
-            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
-            Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
-            Barrier::wait(&ss.empty[b][1], phase);
-            copy_slabs(tile, src, valid, Int<kSlabsL>{}, Int<kSlabs>{});
-            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
+          for (int i = 0; i < 4; ++i) {
+            const int idx = index[b][i];
+            valid[i] = idx >= 0 && idx < p.capacity;
+            src[i] = valid[i] ? row_of(idx) : kv;
           }
+          const uint32_t tile = tile0 + b * kBufBytes;
+          Barrier::wait(&ss.empty[b][0], phase);
+          if (col == 0) {
+            CUTE_UNROLL
+            for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
+          }
+          copy_slabs(tile, src, valid, Int<0>{}, Int<kSlabsL>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
+          Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
+          Barrier::wait(&ss.empty[b][1], phase);
+          copy_slabs(tile, src, valid, Int<kSlabsL>{}, Int<kSlabs>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
         }
         phase ^= 1;
       }
@@ -470,10 +376,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
 #endif
 }
 
-template <typename Element, int kD, KeySource kSource>
+template <typename Element, int kD>
 cudaError_t launch_sparse_seesaw(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  return launch_tiled<SparseSeesawConfig<Element, kD>>(mla_sparse_seesaw_kernel<Element, kD, kSource>, p, num_parts,
-                                                       stream);
+  return launch_tiled<SparseSeesawConfig<Element, kD>>(mla_sparse_seesaw_kernel<Element, kD>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90
