@@ -346,12 +346,7 @@ cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream
     if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
   }
   if constexpr (kSource == KeySource::kIndexed) {
-    if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD, kSource>(p, num_parts, stream);
-  }
-  if constexpr (kSource == KeySource::kIndexedFp8) {  // two 64-row tiles per KV head: the paired form
-    if (p.sparse_seesaw && (p.rows + kTileRows - 1) / kTileRows == 2) {
-      return launch_sparse_seesaw<Element, kD, kSource>(p, num_parts, stream);
-    }
+    if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD>(p, num_parts, stream);
   }
   return launch_tiled<AttentionConfig<Element, kD>>(mla_attention_kernel<Element, kD, kSource>, p, num_parts, stream);
 }

@@ -41,7 +41,6 @@
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "epilogue.cuh"
-#include "fp8_v32.cuh"
 #include "seesaw_softmax.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
@@ -70,54 +69,14 @@ struct SparseSeesawConfig {
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
-// 8 bytes global -> shared (through L1: .cg takes 16 only); zero-filled when !valid.
-__device__ __forceinline__ void cp_async_8(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 8 : 0));
-}
-
 // 16 bytes global -> shared through the L2 with a 256-byte prefetch; zero-filled when !valid.
 __device__ __forceinline__ void cp_async_16_l2_256(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
 
-// Cluster helpers for the paired fp8 form: the peer CTA's copy of a shared address, stores into it, a
-// release arrival on its mbarrier, and waits that acquire at cluster scope.
-__device__ __forceinline__ uint32_t peer_address(uint32_t local, uint32_t peer) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(peer));
-  return remote;
-}
-// 16 bytes into the peer's shared memory, counted on its mbarrier as transaction bytes (async proxy)
-__device__ __forceinline__ void store_async_u128(uint32_t at, uint32_t a, uint32_t b, uint32_t c, uint32_t d,
-                                                 uint32_t bar) {
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, [%5];\n" ::"r"(at),
-               "r"(a), "r"(b), "r"(c), "r"(d), "r"(bar)
-               : "memory");
-}
-__device__ __forceinline__ void expect_tx(const uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(
-                   static_cast<uint32_t>(__cvta_generic_to_shared(bar))),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void arrive_cluster(uint32_t bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void cluster_sync_all() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
-
-// kPair (fp8_v32, two 64-row query tiles per KV head): the two CTAs of a cluster serve the same keys, and
-// each dequantizes half the rows of every tile half for both (FlashMLA's "crossover"): its producer writes
-// the bf16 units into its own and the peer's buffer (st.shared::cluster) and arrives on both CTAs' full
-// barriers; every consumer release goes to both CTAs' empty barriers, since a producer writes into both.
-template <typename Element, int kD, KeySource kSource, bool kPair = false>
+template <typename Element, int kD>
 __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr bool kFp8 = kSource == KeySource::kIndexedFp8;
-  static_assert(!kPair || kFp8, "the paired form shares dequantization");
-  constexpr int kShare = kPair ? 2 : 1;  // CTAs whose threads arrive on each barrier
-  static_assert(kSource != KeySource::kPaged && (!kFp8 || kD == 576), "gathered bf16 rows, or fp8_v32 (d_qk 576)");
   constexpr int kProducerRegs = 72, kConsumerRegs = 216;  // 2 x 128 x 216 + 128 x 72 <= 64 K
   using Cfg = SparseSeesawConfig<Element, kD>;
   using Base = typename Cfg::Base;
@@ -142,27 +101,15 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   if (part.end_req < part.begin_req) return;
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {
-      // bf16 L: cp.async completions (128, noinc) + releases of the validity bytes (128); R: completions.
-      // fp8: the producer threads' arrivals once their dequantized stores are done.
-      Barrier::init(&ss.full[b][0], kFp8 ? 128 : 256);
+      // L: cp.async completions (128, noinc) + releases of the validity bytes (128); R: completions
+      Barrier::init(&ss.full[b][0], 256);
       Barrier::init(&ss.full[b][1], 128);
-      Barrier::init(&ss.empty[b][0], 128 * kShare);
-      Barrier::init(&ss.empty[b][1], 256 * kShare);
+      Barrier::init(&ss.empty[b][0], 128);
+      Barrier::init(&ss.empty[b][1], 256);
     }
     cutlass::arch::fence_barrier_init();
   }
-  if constexpr (kPair) {
-    cluster_sync_all();  // the peer's barriers are initialized before anyone arrives on them
-  } else {
-    __syncthreads();
-  }
-  const uint32_t peer = m_tile ^ 1;  // kPair: the cluster's other CTA (m_tile is the cluster rank)
-  auto wait_full = [&](const uint64_t* bar, uint32_t parity) { Barrier::wait(bar, parity); };
-  // a consumer warpgroup done with a buffer half (kPair: in both CTAs)
-  auto release = [&](uint64_t* bar) {
-    Barrier::arrive(bar);
-    if constexpr (kPair) arrive_cluster(peer_address(static_cast<uint32_t>(__cvta_generic_to_shared(bar)), peer));
-  };
+  __syncthreads();
 
   // The tile range of request `req` in this part, padded to whole pairs (a phantom B at most).
   struct Run {
@@ -205,97 +152,6 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       }
     };
     uint32_t phase = 1;  // empty barriers: the first wait of each passes at once
-
-    // fp8_v32: each half's raw e4m3 bytes are staged by cp.async inside the bf16 half itself, fp8 chunk c of
-    // a row (16 dims) at the first of the two bf16 units it becomes and the half's two scales at the second,
-    // so the thread that copied them reads them back, dequantizes and overwrites them with no other thread
-    // involved, and the whole pair's bytes are in flight at once without registers (a register-staged
-    // producer was bound by its 8 KB of loads per SM). Thread (col, row0) owns fp8 chunks col and col + 8
-    // of each half of rows row0 + 16 i: bf16 slabs 4h + 2 c2 + col / 4, units 2 (col % 4) and + 1.
-    const uint8_t* kv8 = static_cast<const uint8_t*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
-    auto fp8_unit_addr = [&](int b, int h, int c2, int i, int second) {
-      return tile0 + b * kBufBytes + (4 * h + 2 * c2 + col / 4) * 8192 + i * 2048 + unit(2 * (col % 4) + second);
-    };
-    // Waits for the half to be free and copies its raw bytes, scales and (R) RoPE dims (as they are).
-    auto fp8_stage = [&](int b, auto half, const int (&index)[4]) CUTLASS_LAMBDA_FUNC_INLINE {
-      constexpr int h = decltype(half)::value;
-      const uint8_t* src[4];
-      bool valid[4];
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        valid[i] = index[i] >= 0 && index[i] < p.capacity;
-        src[i] = valid[i] ? kv8 + int64_t(index[i] / p.page_size) * p.kv_stride_block +
-                                int64_t(index[i] % p.page_size) * p.kv_stride_page
-                          : kv8;
-      }
-      Barrier::wait(&ss.empty[b][h], phase);
-      // kPair: the peer's half of the rows arrives as transaction bytes (32 rows x 256 dims x 2 bytes)
-      if (kPair && wg_tid == 0) expect_tx(&ss.full[b][h], 32 * 256 * 2);
-      if (h == 0 && col == 0) {
-        CUTE_UNROLL
-        for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
-      }
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        if (!kPair || i / 2 == int(m_tile)) {  // kPair: rows row0 + 16 i of this CTA's half (i / 2 = rank)
-          CUTE_UNROLL
-          for (int c2 = 0; c2 < 2; ++c2) {
-            cp_async_16_l2_256(fp8_unit_addr(b, h, c2, i, 0), src[i] + 256 * h + 16 * (col + 8 * c2), valid[i]);
-          }
-          cp_async_8(fp8_unit_addr(b, h, 0, i, 1), src[i] + kFp8ScaleOffset + 8 * h, valid[i]);
-        }
-        if (h == 1) {
-          cp_async_16_l2_256(tile0 + b * kBufBytes + 8 * 8192 + i * 2048 + unit(col),
-                             src[i] + kFp8RopeOffset + 16 * col, valid[i]);
-        }
-      }
-      cp_async_commit();
-    };
-    // Once this thread's copies of the half (and of those after it, but `pending`) have landed:
-    // dequantize in place and publish the half.
-    auto fp8_finish = [&](int b, auto half, auto pending) CUTLASS_LAMBDA_FUNC_INLINE {
-      constexpr int h = decltype(half)::value;
-      cp_async_wait<decltype(pending)::value>();
-      CUTE_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        if (kPair && i / 2 != int(m_tile)) continue;
-        const uint2 scale_bits = load_shared_u64(fp8_unit_addr(b, h, 0, i, 1));  // zero for a missing key
-        CUTE_UNROLL
-        for (int c2 = 0; c2 < 2; ++c2) {
-          const uint4 raw = load_shared_u128(fp8_unit_addr(b, h, c2, i, 0));
-          const float sc = __uint_as_float(c2 == 0 ? scale_bits.x : scale_bits.y);
-          const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-          uint32_t v[8];
-          CUTE_UNROLL
-          for (int j = 0; j < 4; ++j) {
-            v[2 * j] = dequant_fp8x2(w[j] & 0xffff, sc);
-            v[2 * j + 1] = dequant_fp8x2(w[j] >> 16, sc);
-          }
-          store_shared_u128(fp8_unit_addr(b, h, c2, i, 0), v[0], v[1], v[2], v[3]);
-          store_shared_u128(fp8_unit_addr(b, h, c2, i, 1), v[4], v[5], v[6], v[7]);
-          if constexpr (kPair) {
-            const uint32_t bar = peer_address(static_cast<uint32_t>(__cvta_generic_to_shared(&ss.full[b][h])), peer);
-            store_async_u128(peer_address(fp8_unit_addr(b, h, c2, i, 0), peer), v[0], v[1], v[2], v[3], bar);
-            store_async_u128(peer_address(fp8_unit_addr(b, h, c2, i, 1), peer), v[4], v[5], v[6], v[7], bar);
-          }
-        }
-      }
-      cutlass::arch::fence_view_async_shared();  // cp.async and generic stores -> the wgmma reads
-      Barrier::arrive(&ss.full[b][h]);
-    };
-    // One pair: all four halves staged, then finished in order; B.R is finished before the next pair's
-    // A.L is staged (that waits for WG0, which waits for WG1's S_B).
-    auto fp8_pair = [&](const int (&index)[2][4]) CUTLASS_LAMBDA_FUNC_INLINE {
-      fp8_stage(0, Int<0>{}, index[0]);
-      fp8_stage(0, Int<1>{}, index[0]);
-      fp8_stage(1, Int<0>{}, index[1]);
-      fp8_stage(1, Int<1>{}, index[1]);
-      fp8_finish(0, Int<0>{}, Int<3>{});
-      fp8_finish(0, Int<1>{}, Int<2>{});
-      fp8_finish(1, Int<0>{}, Int<1>{});
-      fp8_finish(1, Int<1>{}, Int<0>{});
-    };
-
     for (int req = part.begin_req; req <= part.end_req; ++req) {
       const Run run = run_of(req, seqlen_of(req));
       const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
@@ -310,38 +166,33 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           CUTE_UNROLL
           for (int i = 0; i < 4; ++i) index[b][i] = index_of(a + b, i);
         }
-        if constexpr (kFp8) {
-          fp8_pair(index);
-        } else {
+        CUTE_UNROLL
+        for (int b = 0; b < 2; ++b) {
+          const Element* src[4];
+          bool valid[4];
           CUTE_UNROLL
-          for (int b = 0; b < 2; ++b) {
-            const Element* src[4];
-            bool valid[4];
-            CUTE_UNROLL
-            for (int i = 0; i < 4; ++i) {
-              const int idx = index[b][i];
-              valid[i] = idx >= 0 && idx < p.capacity;
-              src[i] = valid[i] ? row_of(idx) : kv;
-            }
-            const uint32_t tile = tile0 + b * kBufBytes;
-            Barrier::wait(&ss.empty[b][0], phase);
-            if (col == 0) {
-              CUTE_UNROLL
-              for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
-            }
-            copy_slabs(tile, src, valid, Int<0>{}, Int<kSlabsL>{});
-            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
-            Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
-            Barrier::wait(&ss.empty[b][1], phase);
-            copy_slabs(tile, src, valid, Int<kSlabsL>{}, Int<kSlabs>{});
-            cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
+          for (int i = 0; i < 4; ++i) {
+            const int idx = index[b][i];
+            valid[i] = idx >= 0 && idx < p.capacity;
+            src[i] = valid[i] ? row_of(idx) : kv;
           }
+          const uint32_t tile = tile0 + b * kBufBytes;
+          Barrier::wait(&ss.empty[b][0], phase);
+          if (col == 0) {
+            CUTE_UNROLL
+            for (int i = 0; i < 4; ++i) ss.key_valid[b][row0 + 16 * i] = valid[i];
+          }
+          copy_slabs(tile, src, valid, Int<0>{}, Int<kSlabsL>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][0]);
+          Barrier::arrive(&ss.full[b][0]);  // releases the validity bytes
+          Barrier::wait(&ss.empty[b][1], phase);
+          copy_slabs(tile, src, valid, Int<kSlabsL>{}, Int<kSlabs>{});
+          cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[b][1]);
         }
         phase ^= 1;
       }
     }
     cp_async_wait<0>();
-    if constexpr (kPair) cluster_sync_all();  // neither CTA leaves while the other may still reach into it
     return;
   }
 
@@ -386,12 +237,12 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     }
   };
   auto issue_qk = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
-    wait_full(&ss.full[buf][0], phase);
+    Barrier::wait(&ss.full[buf][0], phase);
     mma_s.accumulate_ = GMMA::ScaleOut::Zero;
     warpgroup_fence_operand(tSrS);
     warpgroup_arrive();
     qk_blocks(buf, Int<0>{}, Int<kKBlocksL>{});
-    wait_full(&ss.full[buf][1], phase);
+    Barrier::wait(&ss.full[buf][1], phase);
     qk_blocks(buf, Int<kKBlocksL>{}, Int<kD / 16>{});
     warpgroup_commit_batch();
   };
@@ -429,8 +280,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     issue_pv(buf);
     warpgroup_wait<0>();
     warpgroup_fence_operand(tOrO);
-    if (wg == 0) release(&ss.empty[buf][0]);
-    release(&ss.empty[buf][1]);
+    if (wg == 0) Barrier::arrive(&ss.empty[buf][0]);
+    Barrier::arrive(&ss.empty[buf][1]);
   };
   auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
   auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
@@ -496,7 +347,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           named_barrier_unaligned(kBarPb, 256);
           warpgroup_wait<0>();
           warpgroup_fence_operand(tOrO);
-          release(&ss.empty[0][1]);
+          Barrier::arrive(&ss.empty[0][1]);
           rescale(m_a, m_b);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) {
@@ -522,37 +373,12 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
                                           out_kvh, req, slot, n_splits);
     named_barrier(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
   }
-  if constexpr (kPair) cluster_sync_all();
 #endif
 }
 
-template <typename Element, int kD, KeySource kSource>
+template <typename Element, int kD>
 cudaError_t launch_sparse_seesaw(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  using Cfg = SparseSeesawConfig<Element, kD>;
-  if constexpr (kSource == KeySource::kIndexedFp8) {  // the paired form (two m-tiles): clusters of 2
-    {
-      auto kernel = mla_sparse_seesaw_kernel<Element, kD, kSource, true>;
-      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-      if (err != cudaSuccess) return err;
-      const int64_t ctas = int64_t(2) * p.h_kv * num_parts;
-      if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
-      cudaLaunchConfig_t config = {};
-      config.gridDim = dim3(unsigned(ctas));
-      config.blockDim = dim3(Cfg::kThreads);
-      config.dynamicSmemBytes = Cfg::kSmemBytes;
-      config.stream = stream;
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = 2;
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      config.attrs = attr;
-      config.numAttrs = 1;
-      return cudaLaunchKernelEx(&config, kernel, p);
-    }
-  } else {
-    return launch_tiled<Cfg>(mla_sparse_seesaw_kernel<Element, kD, kSource>, p, num_parts, stream);
-  }
+  return launch_tiled<SparseSeesawConfig<Element, kD>>(mla_sparse_seesaw_kernel<Element, kD>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90

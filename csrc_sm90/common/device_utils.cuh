@@ -29,20 +29,6 @@ __device__ __forceinline__ void store_shared_u32(void* at, uint32_t bits) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(static_cast<uint32_t>(__cvta_generic_to_shared(at))), "r"(bits));
 }
 
-__device__ __forceinline__ uint4 load_shared_u128(uint32_t at) {
-  uint4 v;
-  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(at));
-  return v;
-}
-__device__ __forceinline__ uint2 load_shared_u64(uint32_t at) {
-  uint2 v;
-  asm volatile("ld.shared.v2.b32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(at));
-  return v;
-}
-__device__ __forceinline__ void store_shared_u128(uint32_t at, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
-  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(at), "r"(a), "r"(b), "r"(c), "r"(d));
-}
-
 // One 8-byte store of two floats (at: 8-byte aligned, global). Through a float2 pointer the compiler split
 // half of the epilogue's partial stores into two 4-byte stores.
 __device__ __forceinline__ void store_global_f32x2(float* at, float a, float b) {
