@@ -45,8 +45,8 @@
 // with one bf16 buffer and the dequantization between the GEMMs (+8%); integer-pipe dequantization
 // (+17%: more instructions, and the hardware conversions are not the bound); a 2-CTA cluster for
 // h_q > 64 where each CTA dequantizes half a tile for both through DSMEM (+37%: a cluster barrier
-// per tile); a dequantizing producer warpgroup (sparse_seesaw.cuh's kernel at fc06d1b: +20%, its
-// register-held loads too few bytes in flight).
+// per tile); a dequantizing producer warpgroup on sparse_seesaw.cuh's kernel (+15-20 % in three forms,
+// docs/benchmarks/sm90-sparse.md, "Eighth session").
 // Sparse decode plans cut every token's run into equal parts (none once the tokens fill the SMs).
 //
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2
