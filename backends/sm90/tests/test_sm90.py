@@ -176,8 +176,8 @@ def test_sparse_decode_against_reference(b, s_q, h_q, page, topk, kv_format, pla
 
 @pytest.mark.parametrize("b,s_q,h_q,page,topk", SPARSE_DECODE_SHAPES)
 def test_sparse_decode_fp8_equals_bf16_on_the_dequantized_cache(b, s_q, h_q, page, topk, monkeypatch):
-    # the dequantizing producer must make exactly the bf16 tile the contract defines: same bits out of the
-    # same kernel (bf16 rows otherwise go to the producer/consumer kernel, whose sums run in another order)
+    # the dequantization must make exactly the bf16 tile the contract defines: same bits out of the same
+    # kernel (bf16 rows otherwise go to the producer/consumer kernel, whose sums run in another order)
     from flashmla import kvcache
     q, cache, idx, lengths = _sparse_decode_inputs(b, s_q, h_q, page, topk, "fp8_v32")
     out, lse = attention.sparse_decode(q, cache, idx, kv_format="fp8_v32", topk_length=lengths)
