@@ -68,9 +68,9 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
   // wg broadcast from lane 0: ptxas then knows it is warp-uniform (the warpgroups run different wgmma
   // sequences; a divergent path would serialize them)
   const int tid = threadIdx.x, wg = __shfl_sync(0xffffffff, tid / 128, 0), wg_tid = tid % 128, lane = tid % 32;
-  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
-  const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
-  const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
+  const TiledCta cta = tiled_cta(p);
+  const int m_tile = cta.m_tile, kvh = cta.kvh;
+  const SchedulePart part = p.schedule[cta.part];
   if (part.end_req < part.begin_req) return;
   const int heads_per_kv = p.h_q / p.h_kv;
   if (tid == 0) {

@@ -94,12 +94,12 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   const int tid = threadIdx.x, wg = tid / 128, wg_tid = tid % 128, lane = tid % 32;
   // 1-D grid (parts may exceed 65535, e.g. one per query token in sparse prefill), m-tile fastest so
   // the CTAs sharing a part's KV tiles run side by side.
-  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
-  const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
+  const TiledCta cta = tiled_cta(p);
+  const int m_tile = cta.m_tile, kvh = cta.kvh;
   // The combine kernel (a programmatic dependent) may be dispatched now: it waits for this grid's
   // completion before reading the partials, so its launch overlaps this grid's work.
   launch_dependent_grids();
-  const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
+  const SchedulePart part = p.schedule[cta.part];
   if (part.end_req < part.begin_req) return;
   const int heads_per_kv = p.h_q / p.h_kv;
   using Barrier = cutlass::arch::ClusterTransactionBarrier;

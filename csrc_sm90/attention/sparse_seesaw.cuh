@@ -96,9 +96,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   launch_dependent_grids();
   // wg broadcast from lane 0: warp-uniform for ptxas (the roles run different wgmma sequences)
   const int tid = threadIdx.x, wg = __shfl_sync(0xffffffff, tid / 128, 0), wg_tid = tid % 128, lane = tid % 32;
-  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
-  const int m_tile = blockIdx.x % m_tiles, kvh = (blockIdx.x / m_tiles) % p.h_kv;
-  const SchedulePart part = p.schedule[blockIdx.x / m_tiles / p.h_kv];
+  const TiledCta cta = tiled_cta(p);
+  const int m_tile = cta.m_tile, kvh = cta.kvh;
+  const SchedulePart part = p.schedule[cta.part];
   if (part.end_req < part.begin_req) return;
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {

@@ -54,8 +54,18 @@ __device__ __forceinline__ Storage& shared_storage(char* smem_raw) {
   return *reinterpret_cast<Storage*>(smem_raw + ((1024u - (base & 1023u)) & 1023u));
 }
 
+// The work of one CTA of a launch_tiled grid: its 64-row query tile, KV head and schedule part (index).
+struct TiledCta {
+  int m_tile, kvh;
+  uint32_t part;
+};
+__device__ __forceinline__ TiledCta tiled_cta(const AttentionParams& p) {
+  const int m_tiles = (p.rows + kTileRows - 1) / kTileRows;
+  return {int(blockIdx.x % m_tiles), int((blockIdx.x / m_tiles) % p.h_kv), blockIdx.x / m_tiles / p.h_kv};
+}
+
 // Launches an attention kernel of configuration Cfg: one CTA per (schedule part, KV head, 64-row query
-// tile), the m-tile fastest.
+// tile), the m-tile fastest (tiled_cta decodes it).
 template <class Cfg, class Kernel>
 cudaError_t launch_tiled(Kernel kernel, const AttentionParams& p, int num_parts, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
