@@ -13,7 +13,8 @@
 
 namespace flashmla_sm90 {
 
-template <typename Element, bool kSparse, class FragO, class CoordO>
+// kAlignedBarrier false: the two warpgroups run this from different code (named_barrier_unaligned).
+template <typename Element, bool kSparse, bool kAlignedBarrier = true, class FragO, class CoordO>
 __device__ __forceinline__ void store_attention_output(const AttentionParams& p, float (*row_sum_smem)[kTileRows],
                                                        int barrier_id, FragO& tOrO, const CoordO& tOcO,
                                                        const float (&row_max)[2], const float (&row_sum)[2],
@@ -29,7 +30,11 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
     const float s = quad_sum(row_sum[k]);
     if (lane % 4 == 0) row_sum_smem[wg][my_row0 + 8 * k] = s;
   }
-  named_barrier(barrier_id, 256);
+  if constexpr (kAlignedBarrier) {
+    named_barrier(barrier_id, 256);
+  } else {
+    named_barrier_unaligned(barrier_id, 256);
+  }
   float inv_sum[2], lse2[2];
   CUTE_UNROLL
   for (int k = 0; k < 2; ++k) {

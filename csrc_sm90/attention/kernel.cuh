@@ -65,6 +65,7 @@
 #include "decode_seesaw.cuh"
 #include "epilogue.cuh"
 #include "fp8_v32.cuh"
+#include "sparse_fp8_decode.cuh"
 #include "sparse_seesaw.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
@@ -347,6 +348,9 @@ cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream
   }
   if constexpr (kSource == KeySource::kIndexed) {
     if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD>(p, num_parts, stream);
+  }
+  if constexpr (kSource == KeySource::kIndexedFp8) {
+    if (p.sparse_seesaw) return launch_sparse_fp8<Element>(p, num_parts, stream);
   }
   return launch_tiled<AttentionConfig<Element, kD>>(mla_attention_kernel<Element, kD, kSource>, p, num_parts, stream);
 }

@@ -1,0 +1,380 @@
+// Token-sparse MLA decode for sm_90a over an fp8_v32 cache: a producer warpgroup gathers and dequantizes
+// the indexed rows into bf16 tiles while two consumer warpgroups compute on the previous tile.
+//
+// Tiling. One CTA computes 64 query rows of one KV head against its schedule part's 64-key tiles, one tile
+// at a time (Q 72 KB + two 72 KB bf16 tiles, swizzle-128B, K-major; V is the transposed view of a tile's
+// first 512 dims; P of a tile lives in its RoPE slab once Q K^T of the tile has read it). Warpgroup w
+// (w < 2) owns O[:, 256w, 256w + 256).
+//
+// Thread roles (384 threads; setmaxnreg: WG0 216 registers, WG1 160, producer 136):
+//   WG0: S = Q K^T (64 x 64), softmax, P into the tile's RoPE slab, O_0 += P V_0; Q K^T of the next tile
+//        is issued under its own P V, so the tensor cores go from one to the other without a gap
+//   WG1: O_1 += P V_1 once WG0 has published P and the tile's row maxima (mbarrier p_ready)
+//   WG2: per tile, for its 32-token rounds (thread t: token t / 4 + 32 r, fp8 chunks t % 4 + 4 j), loads
+//        the next tile's fp8 payload into registers before it waits for the buffer, then dequantizes it
+//        into the freed buffer; RoPE by cp.async; key validity bytes
+// A buffer is handed over by two mbarriers: full (count 256: 128 cp.async completions + 128 producer
+// arrivals after its dequantized stores, fenced for the async proxy) and empty (count 256: both consumer
+// warpgroups after their P V). Unlike the seesaw (sparse_seesaw.cuh), the consumers work on one tile at a
+// time, so the producer always has a whole tile's compute time to refill the other buffer: the
+// dequantization (64 x 512 values per tile, ~6 instructions per pair) is off the consumers' chain.
+//
+// Cycle budget per 64-key tile and SM (H100, ~4096 dense bf16 FLOP/cycle): Q K^T 4.7 MFLOP ~1150 cycles,
+// P V 4.2 MFLOP ~1030 cycles, softmax ~300 cycles between them (WG0's chain); the producer: 16384 pairs x
+// 6 instructions / 4 schedulers ~ 800 issue cycles plus its load latency, which the register staging
+// moves before the buffer wait.
+#pragma once
+
+#include <cute/atom/mma_atom.hpp>
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/detail/helper_macros.hpp>
+
+#include "../common/cluster.cuh"
+#include "../common/device_utils.cuh"
+#include "../common/params.h"
+#include "epilogue.cuh"
+#include "fp8_v32.cuh"
+#include "seesaw_softmax.cuh"
+#include "tile_config.cuh"
+#include "tile_copy.cuh"
+#include "wgmma_issue.cuh"
+
+namespace flashmla_sm90 {
+
+using namespace cute;
+
+template <typename Element_>
+struct SparseFp8Config {
+  using Element = Element_;
+  static constexpr int kD = 576;
+  using Base = AttentionConfig<Element, kD>;
+  struct SharedStorage {
+    alignas(1024) Element q[cosize_v<typename Base::SmemLayoutQ>];
+    alignas(1024) Element k[2][cosize_v<typename Base::SmemLayoutK>];
+    float row_max[2][kTileRows];        // per buffer: the running maxima after its tile (WG0 -> WG1)
+    float row_sum[2][kTileRows];        // epilogue
+    uint8_t key_valid[2][kTileTokens];  // per buffer: which keys are real
+    alignas(8) uint64_t full[2];        // the buffer's tile has landed
+    alignas(8) uint64_t empty[2];       // both consumers are done with it
+    alignas(8) uint64_t p_ready[2];     // WG0 has written P and row_max of the buffer's tile
+  };
+  static constexpr int kThreads = 384;
+  static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
+  static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
+};
+
+// kPair (two 64-row query tiles per KV head, i.e. 64 < h_q / h_kv <= 128): the two CTAs of a cluster of 2
+// (the two m-tiles, m_tile = cluster rank) read the same keys, and each producer dequantizes only the
+// rows of round `rank` of every tile, writing them into its own buffer and, by st.async counted on the
+// peer's full barrier, into the peer's (FlashMLA's "crossover"); RoPE and validity bytes each CTA gathers
+// for all rows itself. A producer thus writes into both CTAs' buffers, so every consumer release goes to
+// both CTAs' empty barriers.
+template <typename Element, bool kPair>
+__global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_constant__ AttentionParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using Cfg = SparseFp8Config<Element>;
+  using Base = typename Cfg::Base;
+  constexpr int kD = Cfg::kD;
+  using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
+      Element, Element, float, Shape<_64, _64, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
+  using Barrier = cutlass::arch::ClusterBarrier;
+  constexpr float kNegInf = -INFINITY;
+  constexpr int kBarEpilogue = 3, kBarConsumers = 4;
+  // registers per thread by role; at most the 3 x 168 per thread the CTA was launched with
+  constexpr int kScoreRegs = 216, kPvRegs = 168, kProducerRegs = 120;
+  static_assert(kScoreRegs + kPvRegs + kProducerRegs <= 3 * 168, "setmaxnreg.inc would wait forever");
+  constexpr int kRopeSlab = kHeadDimV * kTileTokens;  // element offset of a tile's RoPE slab
+
+  extern __shared__ char smem_raw[];
+  auto& ss = shared_storage<typename Cfg::SharedStorage>(smem_raw);
+
+  launch_dependent_grids();
+  // wg broadcast from lane 0: warp-uniform for ptxas (the roles run different wgmma sequences)
+  const int tid = threadIdx.x, wg = __shfl_sync(0xffffffff, tid / 128, 0), wg_tid = tid % 128, lane = tid % 32;
+  const TiledCta cta = tiled_cta(p);
+  const int m_tile = cta.m_tile, kvh = cta.kvh;
+  const SchedulePart part = p.schedule[cta.part];
+  if (part.end_req < part.begin_req) return;
+  constexpr int kShare = kPair ? 2 : 1;  // CTAs whose consumers release each buffer
+  if (tid == 0) {
+    for (int b = 0; b < 2; ++b) {
+      Barrier::init(&ss.full[b], 256);
+      Barrier::init(&ss.empty[b], 256 * kShare);
+      Barrier::init(&ss.p_ready[b], 128);
+    }
+    cutlass::arch::fence_barrier_init();
+  }
+  if constexpr (kPair) {
+    cluster_sync_all();  // the peer's barriers are initialized before anyone arrives on them
+  } else {
+    __syncthreads();
+  }
+  const uint32_t peer = m_tile ^ 1;  // kPair: the cluster's other CTA
+  auto smem_u32 = [](const void* at) { return static_cast<uint32_t>(__cvta_generic_to_shared(at)); };
+
+  // The tile range of request `req` in this part.
+  struct Run {
+    int lo, hi, end_token;
+  };
+  auto run_of = [&](int req) {
+    const int seqlen = p.topk_length != nullptr ? max(0, min(p.topk_length[req], p.topk)) : p.topk;
+    const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
+    Run r;
+    r.lo = req == part.begin_req ? part.begin_tile : 0;
+    r.hi = max(r.lo, req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles);
+    r.end_token = min(seqlen, r.hi * kTileTokens);
+    return r;
+  };
+
+  if (wg == 2) {
+    // ---------------------------------------------------------------- producer
+    cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
+    const int chunk0 = wg_tid % 4, row0 = wg_tid / 4;  // token rows row0 and row0 + 32 of a tile
+    const uint8_t* kv = static_cast<const uint8_t*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
+    auto usable = [&](int idx) { return idx >= 0 && idx < p.capacity; };
+    auto row_of = [&](int idx) {  // a cache row (the cache base for an unusable index: never read)
+      return usable(idx) ? kv + int64_t(idx / p.page_size) * p.kv_stride_block +
+                               int64_t(idx % p.page_size) * p.kv_stride_page
+                         : kv;
+    };
+    uint32_t it = 0;  // tiles done by this CTA: buffer it % 2, its use it / 2
+    for (int req = part.begin_req; req <= part.end_req; ++req) {
+      const Run run = run_of(req);
+      if (run.lo >= run.hi) continue;
+      const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
+      auto index_of = [&](int tile, int r) {
+        const int token = tile * kTileTokens + row0 + 32 * r;
+        return token < run.end_token ? __ldg(indices + token) : -1;
+      };
+      // Each round r (token row row0 + 32 r) is two Fp8HalfRow (dims [0, 256) and [256, 512)); this
+      // producer dequantizes rounds r with mine(r) (kPair: its rank's only). A tile's payload is loaded
+      // into registers while the tile before it is dequantized, from rows that were prefetched into L2 a
+      // tile earlier still, from indices loaded a tile before that.
+      auto mine = [&](int r) { return !kPair || r == int(m_tile); };
+      Fp8HalfRow raw[kPair ? 1 : 2][2];
+      auto load_round = [&](int r, int idx) CUTLASS_LAMBDA_FUNC_INLINE {
+        CUTE_UNROLL
+        for (int h = 0; h < 2; ++h) raw[kPair ? 0 : r][h].load(row_of(idx), usable(idx), chunk0, h);
+      };
+      // kPair: the peer's round of this CTA's tile comes as 32 rows x 512 dims x 2 bytes of transactions
+      constexpr uint32_t kPeerBytes = 32 * kHeadDimV * 2;
+      int cur[2], index[2][2];  // indices of tiles t and [t + 1, t + 2], per round
+      CUTE_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        cur[r] = index_of(run.lo, r);
+        index[0][r] = index_of(run.lo + 1, r);
+        index[1][r] = index_of(run.lo + 2, r);
+        if (mine(r)) {
+          load_round(r, cur[r]);
+          fp8_prefetch_l2(row_of(index[0][r]), chunk0);
+        }
+      }
+      for (int t = run.lo; t < run.hi; ++t, ++it) {
+        const int buf = it & 1;
+        Barrier::wait(&ss.empty[buf], ((it >> 1) & 1) ^ 1);  // the first use of a buffer passes at once
+        CUTE_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          load_rope_async(ss.k[buf], row0 + 32 * r, chunk0, row_of(cur[r]), usable(cur[r]));
+          if (chunk0 == 0) ss.key_valid[buf][row0 + 32 * r] = usable(cur[r]);
+        }
+        cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[buf]);
+        if (kPair && wg_tid == 0) expect_tx(&ss.full[buf], kPeerBytes);
+        CUTE_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          if (!mine(r)) continue;
+          CUTE_UNROLL
+          for (int h = 0; h < 2; ++h) {
+            if constexpr (kPair) {
+              const uint32_t tile = smem_u32(ss.k[buf]);
+              const uint32_t peer_tile = peer_address(tile, peer);
+              const uint32_t peer_full = peer_address(smem_u32(&ss.full[buf]), peer);
+              raw[0][h].dequantize(row0 + 32 * r, chunk0, h, [&](int at, const uint4& v) {
+                asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile + at), "r"(v.x), "r"(v.y),
+                             "r"(v.z), "r"(v.w));
+                store_async_u128(peer_tile + at, v, peer_full);
+              });
+            } else {
+              raw[r][h].store(ss.k[buf], row0 + 32 * r, chunk0, h);
+            }
+          }
+          if (t + 1 < run.hi) load_round(r, index[0][r]);
+        }
+        cutlass::arch::fence_view_async_shared();  // dequantized stores -> the consumers' wgmma reads
+        Barrier::arrive(&ss.full[buf]);
+        CUTE_UNROLL
+        for (int r = 0; r < 2; ++r) {
+          if (mine(r)) fp8_prefetch_l2(row_of(index[1][r]), chunk0);
+          cur[r] = index[0][r];
+          index[0][r] = index[1][r];
+          index[1][r] = index_of(t + 3, r);
+        }
+      }
+    }
+    cp_async_wait<0>();
+    if constexpr (kPair) cluster_sync_all();  // neither CTA leaves while the other may still reach into it
+    return;
+  }
+
+  // ---------------------------------------------------------------- consumers
+  // One body per role (kWg), so that ptxas allocates each warpgroup's code within its own budget.
+  auto consumer = [&](auto kWg) CUTLASS_LAMBDA_FUNC_INLINE {
+    TiledMmaS mma_s;
+    typename Base::TiledMmaO mma_o;
+    auto thr_s = mma_s.get_thread_slice(wg_tid);
+    auto thr_o = mma_o.get_thread_slice(wg_tid);
+    Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _64>{});
+    Tensor tOrO = partition_fragment_C(mma_o, Shape<_64, _256>{});
+    Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _64>{}));
+    Tensor tOcO = thr_o.partition_C(make_identity_tensor(Shape<_64, _256>{}));
+    const int my_row0 = (wg_tid / 32) * 16 + lane / 4;  // wgmma C layout: rows my_row0, my_row0 + 8
+    auto tile_p = [&](int buf) {
+      return make_tensor(make_smem_ptr(ss.k[buf] + kRopeSlab), typename Base::SmemLayoutP{});
+    };
+    // S = Q K^T of buffer buf, once it has landed (one wgmma group)
+    auto issue_qk = [&](int buf, uint32_t parity) CUTLASS_LAMBDA_FUNC_INLINE {
+      Barrier::wait(&ss.full[buf], parity);
+      // operand descriptors made from opaque pointers after the wait: made earlier, they would be held
+      // (and spilled) across it
+      Element* q_smem = ss.q;
+      Element* k_smem = ss.k[buf];
+      asm volatile("" : "+l"(q_smem), "+l"(k_smem));
+      Tensor tSrQ = thr_s.partition_fragment_A(make_tensor(make_smem_ptr(q_smem), typename Base::SmemLayoutQ{}));
+      Tensor tSrK = thr_s.partition_fragment_B(make_tensor(make_smem_ptr(k_smem), typename Base::SmemLayoutK{}));
+      issue_wgmma(mma_s, tSrQ, tSrK, tSrS, true);
+    };
+    // O_wg += P V_wg of buffer buf (one wgmma group)
+    auto issue_pv = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+      Tensor tOrP = thr_o.partition_fragment_A(tile_p(buf));
+      Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Base::SmemLayoutVt{});
+      Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(decltype(kWg)::value, 0)));
+      issue_wgmma(mma_o, tOrP, tOrV, tOrO, false);
+    };
+    // done with a buffer (kPair: in both CTAs, whose producers both write into it)
+    auto release = [&](int buf) {
+      Barrier::arrive(&ss.empty[buf]);
+      if constexpr (kPair) arrive_cluster(peer_address(smem_u32(&ss.empty[buf]), peer));
+    };
+    float row_max[2], row_sum[2];
+    uint32_t it = 0;  // as the producer's
+    for (int req = part.begin_req; req <= part.end_req; ++req) {
+      const Run run = run_of(req);
+      {  // Q tile by cp.async (the consumers' 256 threads): rows past the problem's rows are zero
+        int copy_row = tid / 4, copy_chunk0 = tid % 4;
+        asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
+        load_q_tile_rows<kD * int(sizeof(Element)) / 16>(p, static_cast<const Element*>(p.q), p.h_q / p.h_kv, ss.q,
+                                                         m_tile, kvh, req, copy_row, copy_chunk0);
+        cp_async_commit();
+        cp_async_wait<0>();
+        cutlass::arch::fence_view_async_shared();
+        named_barrier_unaligned(kBarConsumers, 256);
+      }
+      row_max[0] = row_max[1] = kNegInf;
+      row_sum[0] = row_sum[1] = 0.f;
+      clear(tOrO);
+
+      if constexpr (decltype(kWg)::value == 0) {
+        if (run.lo < run.hi) issue_qk(it & 1, (it >> 1) & 1);
+        for (int t = run.lo; t < run.hi; ++t, ++it) {
+          const int buf = it & 1;
+          warpgroup_wait<0>();  // S of this tile
+          warpgroup_fence_operand(tSrS);
+          // mask invalid keys, scale into log2 units, new running maxima
+          float m_new[2] = {row_max[0], row_max[1]}, tile_max[2] = {kNegInf, kNegInf};
+          CUTE_UNROLL
+          for (int i = 0; i < size(tSrS); ++i) {
+            const float s = ss.key_valid[buf][get<1>(tScS(i))] ? tSrS(i) * p.scale_log2 : kNegInf;
+            tSrS(i) = s;
+            tile_max[seesaw_slot_of(i)] = fmaxf(tile_max[seesaw_slot_of(i)], s);
+          }
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) m_new[k] = fmaxf(m_new[k], quad_max(tile_max[k]));
+          float sum_p[2] = {0.f, 0.f};
+          seesaw_write_p<Element>(tSrS, thr_s.partition_C(tile_p(buf)), m_new, sum_p);
+          seesaw_store_max(ss.row_max[buf], my_row0, lane, m_new);
+          Barrier::arrive(&ss.p_ready[buf]);
+          seesaw_rescale(tOrO, row_sum, row_max, m_new);
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) {
+            row_sum[k] += sum_p[k];
+            row_max[k] = m_new[k];
+          }
+          issue_pv(buf);
+          if (t + 1 < run.hi) {
+            issue_qk(buf ^ 1, ((it + 1) >> 1) & 1);
+            warpgroup_wait<1>();  // this tile's P V (groups complete in order)
+          } else {
+            warpgroup_wait<0>();
+          }
+          warpgroup_fence_operand(tOrO);
+          release(buf);
+        }
+      } else {
+        for (int t = run.lo; t < run.hi; ++t, ++it) {
+          const int buf = it & 1;
+          Barrier::wait(&ss.p_ready[buf], (it >> 1) & 1);
+          float m_new[2];
+          seesaw_load_max(ss.row_max[buf], my_row0, m_new);
+          seesaw_rescale(tOrO, row_sum, row_max, m_new);  // row_sum stays 0: WG0 holds the sums
+          row_max[0] = m_new[0];
+          row_max[1] = m_new[1];
+          issue_pv(buf);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
+          release(buf);
+        }
+      }
+      // nothing is in flight here; saying so lets ptxas reuse S's registers in the epilogue
+      warpgroup_wait<0>();
+      warpgroup_fence_operand(tSrS);
+
+      const int first_split = p.num_splits[req];
+      const int n_splits = p.num_splits[req + 1] - first_split;
+      const int slot = req == part.begin_req ? part.begin_slot : first_split;
+      int out_m_tile = m_tile, out_kvh = kvh;
+      asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
+      store_attention_output<Element, true, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
+                                            out_kvh, req, slot, n_splits);
+      named_barrier_unaligned(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
+    }
+  };
+  if (wg == 0) {
+    cutlass::arch::warpgroup_reg_alloc<kScoreRegs>();
+    consumer(Int<0>{});
+  } else {
+    cutlass::arch::warpgroup_reg_dealloc<kPvRegs>();
+    consumer(Int<1>{});
+  }
+  if constexpr (kPair) cluster_sync_all();
+#endif
+}
+
+// Two 64-row tiles per KV head: the paired form, in clusters of 2.
+template <typename Element>
+cudaError_t launch_sparse_fp8(const AttentionParams& p, int num_parts, cudaStream_t stream) {
+  using Cfg = SparseFp8Config<Element>;
+  if ((p.rows + kTileRows - 1) / kTileRows != 2) {
+    return launch_tiled<Cfg>(mla_sparse_fp8_kernel<Element, false>, p, num_parts, stream);
+  }
+  auto kernel = mla_sparse_fp8_kernel<Element, true>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int64_t ctas = int64_t(2) * p.h_kv * num_parts;  // the grid of launch_tiled: m-tile fastest
+  if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(unsigned(ctas));
+  config.blockDim = dim3(Cfg::kThreads);
+  config.dynamicSmemBytes = Cfg::kSmemBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = 2;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  config.attrs = attr;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, kernel, p);
+}
+
+}  // namespace flashmla_sm90
