@@ -9,7 +9,7 @@
 # Optional: carry `.whl` (nvidia-cutlass wheel, for the sm90 build); SKIP_BUILD=1, SKIP_TESTS=1;
 # SANITIZE=1 (memcheck, racecheck, synccheck on backends/sm90/tests/sanitize_cases.py); environment
 # switches pass through to every step (FLASHMLA_SM90_SEESAW=0 tests the two-buffer kernel on the seesaw's shapes,
-# FLASHMLA_SM90_SPARSE_SEESAW=0 on gathered bf16 rows);
+# FLASHMLA_SM90_SPARSE_SEESAW=0 on gathered bf16 and fp8_v32 rows);
 # GPU_TESTS="pytest args" replaces the test selection; SAVE_BUILD=1 copies the built .so files to
 # $OUT/build (carry them next time to skip the build: they only fit that machine's torch).
 # A failing step is recorded and the next one still runs: one broken test must not cost the numbers.

@@ -261,9 +261,9 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = false;
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
-  // bf16 rows: the producer/consumer kernel (attention/sparse_seesaw.cuh); FLASHMLA_SM90_SPARSE_SEESAW=0
-  // keeps them on the two-buffer kernel, which fp8_v32 rows take (read per call: a test compares the fp8
-  // and bf16 forms of that kernel bit for bit)
+  // Gathered rows go to producer/consumer kernels (bf16: attention/sparse_seesaw.cuh, fp8_v32:
+  // attention/sparse_fp8_decode.cuh); FLASHMLA_SM90_SPARSE_SEESAW=0 keeps both on the two-buffer kernel
+  // (read per call: a test compares the fp8 and bf16 forms of that kernel bit for bit)
   p.sparse_seesaw = !env_equals("FLASHMLA_SM90_SPARSE_SEESAW", "0");
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));

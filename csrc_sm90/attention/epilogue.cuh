@@ -13,8 +13,12 @@
 
 namespace flashmla_sm90 {
 
-// kAlignedBarrier false: the two warpgroups run this from different code (named_barrier_unaligned).
-template <typename Element, bool kSparse, bool kAlignedBarrier = true, class FragO, class CoordO>
+// kRoleSplit: the two warpgroups run this from different code, one of them within 168 registers (the fp8
+// producer kernel): the row-sum hand-off is an unaligned barrier, and output addresses are a per-row base
+// at the thread's first column plus each column's compile-time distance from it (from the pointer itself,
+// each column's 64-bit offset is computed and held in registers, which spills there; the kernels at 255
+// registers spill with the base form instead).
+template <typename Element, bool kSparse, bool kRoleSplit = false, class FragO, class CoordO>
 __device__ __forceinline__ void store_attention_output(const AttentionParams& p, float (*row_sum_smem)[kTileRows],
                                                        int barrier_id, FragO& tOrO, const CoordO& tOcO,
                                                        const float (&row_max)[2], const float (&row_sum)[2],
@@ -30,10 +34,10 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
     const float s = quad_sum(row_sum[k]);
     if (lane % 4 == 0) row_sum_smem[wg][my_row0 + 8 * k] = s;
   }
-  if constexpr (kAlignedBarrier) {
-    named_barrier(barrier_id, 256);
-  } else {
+  if constexpr (kRoleSplit) {
     named_barrier_unaligned(barrier_id, 256);
+  } else {
+    named_barrier(barrier_id, 256);
   }
   float inv_sum[2], lse2[2];
   CUTE_UNROLL
@@ -58,6 +62,7 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
     }
   }
   // Stores go by pairs: accumulator values i and i + 1 are adjacent columns of one row.
+  const int col0 = kRoleSplit ? get<1>(tOcO(0)) : 0;
   if (finished_here) {
     Element* out_row[2];
     CUTE_UNROLL
@@ -65,14 +70,14 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
       const int grow = m_tile * kTileRows + my_row0 + 8 * k;
       const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
       out_row[k] = static_cast<Element*>(p.out) + req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h +
-                   wg * 256;
+                   wg * 256 + col0;
     }
     CUTE_UNROLL
     for (int i = 0; i < size(tOrO); i += 2) {
       const int k = slot_of(i);
       if (row_ok[k]) {
         const Element pair[2] = {Element(tOrO(i) * factor[k]), Element(tOrO(i + 1) * factor[k])};
-        *reinterpret_cast<uint32_t*>(out_row[k] + get<1>(tOcO(i))) = *reinterpret_cast<const uint32_t*>(pair);
+        *reinterpret_cast<uint32_t*>(out_row[k] + (get<1>(tOcO(i)) - col0)) = *reinterpret_cast<const uint32_t*>(pair);
       }
     }
     if (wg == 0 && lane % 4 == 0) {
@@ -92,13 +97,13 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
     float* accum_row[2];
     CUTE_UNROLL
     for (int k = 0; k < 2; ++k) {
-      accum_row[k] = p.o_accum + (base + m_tile * kTileRows + my_row0 + 8 * k) * kHeadDimV + wg * 256;
+      accum_row[k] = p.o_accum + (base + m_tile * kTileRows + my_row0 + 8 * k) * kHeadDimV + wg * 256 + col0;
     }
     CUTE_UNROLL
     for (int i = 0; i < size(tOrO); i += 2) {
       const int k = slot_of(i);
       if (row_ok[k]) {
-        store_global_f32x2(accum_row[k] + get<1>(tOcO(i)), tOrO(i) * factor[k], tOrO(i + 1) * factor[k]);
+        store_global_f32x2(accum_row[k] + (get<1>(tOcO(i)) - col0), tOrO(i) * factor[k], tOrO(i + 1) * factor[k]);
       }
     }
     if (wg == 0 && lane % 4 == 0) {

@@ -31,7 +31,6 @@
 #include <cutlass/arch/reg_reconfig.h>
 #include <cutlass/detail/helper_macros.hpp>
 
-#include "../common/cluster.cuh"
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "epilogue.cuh"
@@ -65,13 +64,7 @@ struct SparseFp8Config {
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
-// kPair (two 64-row query tiles per KV head, i.e. 64 < h_q / h_kv <= 128): the two CTAs of a cluster of 2
-// (the two m-tiles, m_tile = cluster rank) read the same keys, and each producer dequantizes only the
-// rows of round `rank` of every tile, writing them into its own buffer and, by st.async counted on the
-// peer's full barrier, into the peer's (FlashMLA's "crossover"); RoPE and validity bytes each CTA gathers
-// for all rows itself. A producer thus writes into both CTAs' buffers, so every consumer release goes to
-// both CTAs' empty barriers.
-template <typename Element, bool kPair>
+template <typename Element>
 __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = SparseFp8Config<Element>;
@@ -97,22 +90,15 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
   const int m_tile = cta.m_tile, kvh = cta.kvh;
   const SchedulePart part = p.schedule[cta.part];
   if (part.end_req < part.begin_req) return;
-  constexpr int kShare = kPair ? 2 : 1;  // CTAs whose consumers release each buffer
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {
-      Barrier::init(&ss.full[b], 256);
-      Barrier::init(&ss.empty[b], 256 * kShare);
+      Barrier::init(&ss.full[b], 256);  // 128 cp.async completions + 128 producer arrivals
+      Barrier::init(&ss.empty[b], 256);
       Barrier::init(&ss.p_ready[b], 128);
     }
     cutlass::arch::fence_barrier_init();
   }
-  if constexpr (kPair) {
-    cluster_sync_all();  // the peer's barriers are initialized before anyone arrives on them
-  } else {
-    __syncthreads();
-  }
-  const uint32_t peer = m_tile ^ 1;  // kPair: the cluster's other CTA
-  auto smem_u32 = [](const void* at) { return static_cast<uint32_t>(__cvta_generic_to_shared(at)); };
+  __syncthreads();
 
   // The tile range of request `req` in this part.
   struct Run {
@@ -148,28 +134,22 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
         const int token = tile * kTileTokens + row0 + 32 * r;
         return token < run.end_token ? __ldg(indices + token) : -1;
       };
-      // Each round r (token row row0 + 32 r) is two Fp8HalfRow (dims [0, 256) and [256, 512)); this
-      // producer dequantizes rounds r with mine(r) (kPair: its rank's only). A tile's payload is loaded
-      // into registers while the tile before it is dequantized, from rows that were prefetched into L2 a
-      // tile earlier still, from indices loaded a tile before that.
-      auto mine = [&](int r) { return !kPair || r == int(m_tile); };
-      Fp8HalfRow raw[kPair ? 1 : 2][2];
+      // Each round r (token row row0 + 32 r) is two Fp8HalfRow (dims [0, 256) and [256, 512)). A tile's
+      // payload is loaded into registers while the tile before it is dequantized, from rows that were
+      // prefetched into L2 a tile earlier still, from indices loaded a tile before that.
+      Fp8HalfRow raw[2][2];
       auto load_round = [&](int r, int idx) CUTLASS_LAMBDA_FUNC_INLINE {
         CUTE_UNROLL
-        for (int h = 0; h < 2; ++h) raw[kPair ? 0 : r][h].load(row_of(idx), usable(idx), chunk0, h);
+        for (int h = 0; h < 2; ++h) raw[r][h].load(row_of(idx), usable(idx), chunk0, h);
       };
-      // kPair: the peer's round of this CTA's tile comes as 32 rows x 512 dims x 2 bytes of transactions
-      constexpr uint32_t kPeerBytes = 32 * kHeadDimV * 2;
       int cur[2], index[2][2];  // indices of tiles t and [t + 1, t + 2], per round
       CUTE_UNROLL
       for (int r = 0; r < 2; ++r) {
         cur[r] = index_of(run.lo, r);
         index[0][r] = index_of(run.lo + 1, r);
         index[1][r] = index_of(run.lo + 2, r);
-        if (mine(r)) {
-          load_round(r, cur[r]);
-          fp8_prefetch_l2(row_of(index[0][r]), chunk0);
-        }
+        load_round(r, cur[r]);
+        fp8_prefetch_l2(row_of(index[0][r]), chunk0);
       }
       for (int t = run.lo; t < run.hi; ++t, ++it) {
         const int buf = it & 1;
@@ -180,32 +160,17 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
           if (chunk0 == 0) ss.key_valid[buf][row0 + 32 * r] = usable(cur[r]);
         }
         cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[buf]);
-        if (kPair && wg_tid == 0) expect_tx(&ss.full[buf], kPeerBytes);
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
-          if (!mine(r)) continue;
           CUTE_UNROLL
-          for (int h = 0; h < 2; ++h) {
-            if constexpr (kPair) {
-              const uint32_t tile = smem_u32(ss.k[buf]);
-              const uint32_t peer_tile = peer_address(tile, peer);
-              const uint32_t peer_full = peer_address(smem_u32(&ss.full[buf]), peer);
-              raw[0][h].dequantize(row0 + 32 * r, chunk0, h, [&](int at, const uint4& v) {
-                asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(tile + at), "r"(v.x), "r"(v.y),
-                             "r"(v.z), "r"(v.w));
-                store_async_u128(peer_tile + at, v, peer_full);
-              });
-            } else {
-              raw[r][h].store(ss.k[buf], row0 + 32 * r, chunk0, h);
-            }
-          }
+          for (int h = 0; h < 2; ++h) raw[r][h].store(ss.k[buf], row0 + 32 * r, chunk0, h);
           if (t + 1 < run.hi) load_round(r, index[0][r]);
         }
         cutlass::arch::fence_view_async_shared();  // dequantized stores -> the consumers' wgmma reads
         Barrier::arrive(&ss.full[buf]);
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
-          if (mine(r)) fp8_prefetch_l2(row_of(index[1][r]), chunk0);
+          fp8_prefetch_l2(row_of(index[1][r]), chunk0);
           cur[r] = index[0][r];
           index[0][r] = index[1][r];
           index[1][r] = index_of(t + 3, r);
@@ -213,7 +178,6 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       }
     }
     cp_async_wait<0>();
-    if constexpr (kPair) cluster_sync_all();  // neither CTA leaves while the other may still reach into it
     return;
   }
 
@@ -251,11 +215,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(decltype(kWg)::value, 0)));
       issue_wgmma(mma_o, tOrP, tOrV, tOrO, false);
     };
-    // done with a buffer (kPair: in both CTAs, whose producers both write into it)
-    auto release = [&](int buf) {
-      Barrier::arrive(&ss.empty[buf]);
-      if constexpr (kPair) arrive_cluster(peer_address(smem_u32(&ss.empty[buf]), peer));
-    };
+    auto release = [&](int buf) { Barrier::arrive(&ss.empty[buf]); };  // done with a buffer
     float row_max[2], row_sum[2];
     uint32_t it = 0;  // as the producer's
     for (int req = part.begin_req; req <= part.end_req; ++req) {
@@ -334,7 +294,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       const int slot = req == part.begin_req ? part.begin_slot : first_split;
       int out_m_tile = m_tile, out_kvh = kvh;
       asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
-      store_attention_output<Element, true, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
+      store_attention_output<Element, true, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
                                             out_kvh, req, slot, n_splits);
       named_barrier_unaligned(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
     }
@@ -343,38 +303,15 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
     cutlass::arch::warpgroup_reg_alloc<kScoreRegs>();
     consumer(Int<0>{});
   } else {
-    cutlass::arch::warpgroup_reg_dealloc<kPvRegs>();
+    cutlass::arch::warpgroup_reg_alloc<kPvRegs>();
     consumer(Int<1>{});
   }
-  if constexpr (kPair) cluster_sync_all();
 #endif
 }
 
-// Two 64-row tiles per KV head: the paired form, in clusters of 2.
 template <typename Element>
 cudaError_t launch_sparse_fp8(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  using Cfg = SparseFp8Config<Element>;
-  if ((p.rows + kTileRows - 1) / kTileRows != 2) {
-    return launch_tiled<Cfg>(mla_sparse_fp8_kernel<Element, false>, p, num_parts, stream);
-  }
-  auto kernel = mla_sparse_fp8_kernel<Element, true>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-  if (err != cudaSuccess) return err;
-  const int64_t ctas = int64_t(2) * p.h_kv * num_parts;  // the grid of launch_tiled: m-tile fastest
-  if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(unsigned(ctas));
-  config.blockDim = dim3(Cfg::kThreads);
-  config.dynamicSmemBytes = Cfg::kSmemBytes;
-  config.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = 2;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  config.attrs = attr;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, kernel, p);
+  return launch_tiled<SparseFp8Config<Element>>(mla_sparse_fp8_kernel<Element>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90

@@ -61,7 +61,8 @@ struct AttentionParams {
   // seesaw: d_qk 576 TMA tiles go to attention/decode_seesaw.cuh (the binding says when).
   bool use_tma;
   bool seesaw;
-  // sparse_seesaw: bf16 indexed rows go to attention/sparse_seesaw.cuh (a gathering producer warpgroup)
+  // sparse_seesaw: indexed rows go to the producer/consumer kernels (bf16: attention/sparse_seesaw.cuh,
+  // fp8_v32: attention/sparse_fp8_decode.cuh)
   bool sparse_seesaw;
   CUtensorMap kv_tma;
 };

@@ -177,12 +177,13 @@ def test_sparse_decode_against_reference(b, s_q, h_q, page, topk, kv_format, pla
 @pytest.mark.parametrize("b,s_q,h_q,page,topk", SPARSE_DECODE_SHAPES)
 def test_sparse_decode_fp8_equals_bf16_on_the_dequantized_cache(b, s_q, h_q, page, topk, monkeypatch):
     # the dequantization must make exactly the bf16 tile the contract defines: same bits out of the same
-    # kernel (bf16 rows otherwise go to the producer/consumer kernel, whose sums run in another order)
+    # kernel, the two-buffer one (by default fp8_v32 and bf16 rows go to different producer/consumer
+    # kernels, whose sums run in different orders; the fp8 one dequantizes with the same Fp8HalfRow code)
     from flashmla import kvcache
     q, cache, idx, lengths = _sparse_decode_inputs(b, s_q, h_q, page, topk, "fp8_v32")
+    monkeypatch.setenv("FLASHMLA_SM90_SPARSE_SEESAW", "0")  # read per call by the binding
     out, lse = attention.sparse_decode(q, cache, idx, kv_format="fp8_v32", topk_length=lengths)
     bf16_cache = kvcache.dequantize(cache.contiguous(), format="fp8_v32")
-    monkeypatch.setenv("FLASHMLA_SM90_SPARSE_SEESAW", "0")  # read per call by the binding
     out_bf16, lse_bf16 = attention.sparse_decode(q, bf16_cache, idx, kv_format="bf16", topk_length=lengths)
     assert torch.equal(out, out_bf16) and torch.equal(lse, lse_bf16)
 
