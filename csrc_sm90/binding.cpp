@@ -251,6 +251,10 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.lse_accum = may_split ? lse_accum.data_ptr<float>() : nullptr;
   p.q_stride_b = q.stride(0); p.q_stride_s = 0; p.q_stride_h = q.stride(1);
   p.kv_stride_block = kv.stride(0); p.kv_stride_page = kv.stride(1); p.kv_stride_h = kv.stride(2);
+  // contiguous pages: a slot's row is one multiply away (FLASHMLA_SM90_SLOT_STRIDE=0: the division form,
+  // for A/B measurements; read per call)
+  p.kv_slot_stride = kv.stride(0) == kv.size(1) * kv.stride(1) && !env_equals("FLASHMLA_SM90_SLOT_STRIDE", "0")
+                         ? kv.stride(1) : 0;
   p.idx_stride_b = indices.stride(0); p.idx_stride_h = indices.stride(1);
   p.out_stride_b = out.stride(0); p.out_stride_s = 0; p.out_stride_h = out.stride(1);
   p.lse_stride_b = h_q; p.lse_stride_h = 1; p.lse_stride_s = 0;

@@ -172,10 +172,10 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
       return !kSparse || (source >= 0 && source < p.capacity) ? source : -1;
     };
     auto row_address = [&](int tile, int source) -> const CacheElement* {
-      const int offset = kSparse ? source % p.page_size : (tile * kTileTokens + copy_row) % p.page_size;
-      const int block = kSparse ? source / p.page_size : source;
-      return source < 0 ? kv : kv + int64_t(block) * p.kv_stride_block + int64_t(offset) * p.kv_stride_page +
-                                   int64_t(kvh) * p.kv_stride_h;
+      if (source < 0) return kv;
+      if constexpr (kSparse) return kv + cache_slot_offset(p, source) + int64_t(kvh) * p.kv_stride_h;
+      const int offset = (tile * kTileTokens + copy_row) % p.page_size;
+      return kv + int64_t(source) * p.kv_stride_block + int64_t(offset) * p.kv_stride_page + int64_t(kvh) * p.kv_stride_h;
     };
     // The asynchronous part of a tile's gather: the whole row, or (fp8) its RoPE part; or (TMA) the
     // whole tile's boxes, by thread 0, whose row 0 `source` is the tile's page.

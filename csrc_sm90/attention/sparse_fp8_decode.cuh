@@ -121,9 +121,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
     const uint8_t* kv = static_cast<const uint8_t*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
     auto usable = [&](int idx) { return idx >= 0 && idx < p.capacity; };
     auto row_of = [&](int idx) {  // a cache row (the cache base for an unusable index: never read)
-      return usable(idx) ? kv + int64_t(idx / p.page_size) * p.kv_stride_block +
-                               int64_t(idx % p.page_size) * p.kv_stride_page
-                         : kv;
+      return usable(idx) ? kv + cache_slot_offset(p, idx) : kv;
     };
     uint32_t it = 0;  // tiles done by this CTA: buffer it % 2, its use it / 2
     for (int req = part.begin_req; req <= part.end_req; ++req) {

@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     constexpr uint32_t kBufBytes = sizeof(ss.k[0]);
     const Element* kv = static_cast<const Element*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
     auto row_of = [&](int idx) {  // a valid index's cache row
-      return kv + int64_t(idx / p.page_size) * p.kv_stride_block + int64_t(idx % p.page_size) * p.kv_stride_page;
+      return kv + cache_slot_offset(p, idx);
     };
     // slabs [s_begin, s_end) of this thread's 4 rows of a tile
     auto copy_slabs = [&](uint32_t tile, const Element* const (&src)[4], const bool (&valid)[4], auto s_begin,

@@ -19,6 +19,15 @@ __host__ __device__ __forceinline__ int swizzled_chunk_offset(int row, int chunk
   return (chunk >> 3) * (64 * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
 }
 
+// Offset (in cache elements) of absolute cache slot idx (0 <= idx < capacity) from its KV head's base: one
+// multiply when the pages are contiguous, else page and row by division (a signed division by a runtime
+// page size is ~20 instructions, on every gathered row of a producer's critical path).
+__device__ __forceinline__ int64_t cache_slot_offset(const AttentionParams& p, int idx) {
+  if (p.kv_slot_stride > 0) return int64_t(idx) * p.kv_slot_stride;
+  const uint32_t slot = uint32_t(idx), page_size = uint32_t(p.page_size);
+  return int64_t(slot / page_size) * p.kv_stride_block + int64_t(slot % page_size) * p.kv_stride_page;
+}
+
 // Copies the 16-byte chunks chunk0, chunk0 + 4, ... (chunk0 < 4) of one row, zero-filled when
 // !valid. Chunk chunk0 + 4i lands in slab i / 2 at unit (chunk0 + 4 (i % 2)) ^ (row % 8): two base
 // offsets plus compile-time slab strides, so the unrolled copies need no per-chunk arithmetic.

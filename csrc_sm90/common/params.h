@@ -50,6 +50,7 @@ struct AttentionParams {
   float* lse_accum;           // [slots, h_kv, rows], log2 domain, -inf when empty
   int64_t q_stride_b, q_stride_s, q_stride_h;
   int64_t kv_stride_block, kv_stride_page, kv_stride_h;  // in cache elements (bytes for fp8_v32)
+  int64_t kv_slot_stride;     // sparse: kv_stride_page when the pages are contiguous (slot i at i x it), else 0
   int64_t bt_stride_b;
   int64_t out_stride_b, out_stride_s, out_stride_h;
   int batch, s_q, h_q, h_kv, page_size;
