@@ -1,7 +1,7 @@
 // MLA attention for sm_90a: dense decode over a paged bf16/fp16 cache, and sparse attention over
 // index lists (sparse prefill; sparse decode on a bf16 or an fp8_v32 cache); absorbed MLA, V = the
-// first 512 dims of K. Sparse bf16 rows go to the producer/consumer kernel of sparse_seesaw.cuh unless
-// FLASHMLA_SM90_SPARSE_SEESAW=0; fp8_v32 rows are dequantized here.
+// first 512 dims of K. Gathered rows go to producer/consumer kernels (bf16: sparse_seesaw.cuh, fp8_v32:
+// sparse_fp8_decode.cuh) unless FLASHMLA_SM90_SPARSE_SEESAW=0, which keeps them here.
 //
 // Tiling. One CTA computes 64 query rows of one KV head — the s_q * h_q / h_kv rows that share it,
 // s_q-major (row r is query token r / (h_q/h_kv), head kvh * (h_q/h_kv) + r % (h_q/h_kv)) — against
@@ -46,7 +46,8 @@
 // (+17%: more instructions, and the hardware conversions are not the bound); a 2-CTA cluster for
 // h_q > 64 where each CTA dequantizes half a tile for both through DSMEM (+37%: a cluster barrier
 // per tile); a dequantizing producer warpgroup on sparse_seesaw.cuh's kernel (+15-20 % in three forms,
-// docs/benchmarks/sm90-sparse.md, "Eighth session").
+// docs/benchmarks/sm90-sparse.md, "Eighth session"). Since superseded by sparse_fp8_decode.cuh (a
+// producer warpgroup dequantizing while the consumers compute one tile at a time: 2-5 % faster).
 // Sparse decode plans cut every token's run into equal parts (none once the tokens fill the SMs).
 //
 // Split-KV: a request split across parts writes a normalized float32 partial output and a log2

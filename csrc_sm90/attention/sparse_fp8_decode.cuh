@@ -6,23 +6,32 @@
 // first 512 dims; P of a tile lives in its RoPE slab once Q K^T of the tile has read it). Warpgroup w
 // (w < 2) owns O[:, 256w, 256w + 256).
 //
-// Thread roles (384 threads; setmaxnreg: WG0 216 registers, WG1 160, producer 136):
+// Thread roles (384 threads; setmaxnreg: WG0 216 registers, WG1 168, producer 120 — at most the 3 x 168
+// the CTA is launched with, or setmaxnreg.inc waits forever; ptxas would not compile the consumers' code
+// above the launch budget with a 512-thread CTA, so a second producer warpgroup does not fit):
 //   WG0: S = Q K^T (64 x 64), softmax, P into the tile's RoPE slab, O_0 += P V_0; Q K^T of the next tile
 //        is issued under its own P V, so the tensor cores go from one to the other without a gap
 //   WG1: O_1 += P V_1 once WG0 has published P and the tile's row maxima (mbarrier p_ready)
-//   WG2: per tile, for its 32-token rounds (thread t: token t / 4 + 32 r, fp8 chunks t % 4 + 4 j), loads
-//        the next tile's fp8 payload into registers before it waits for the buffer, then dequantizes it
-//        into the freed buffer; RoPE by cp.async; key validity bytes
+//   WG2: per tile, for its two 32-token rounds (thread t: token t / 4 + 32 r, fp8 chunks t % 4 + 4 j),
+//        dequantizes the payload it loaded into registers during the tile before into the freed buffer,
+//        then loads the next tile's (rows prefetched into L2 a tile earlier, indices loaded a tile before
+//        that); RoPE by cp.async; key validity bytes
+// The two consumer roles run separate copies of the consumer body (a lambda per role), so that ptxas
+// allocates each within its own budget; their barriers are unaligned (barrier.sync) for that reason.
 // A buffer is handed over by two mbarriers: full (count 256: 128 cp.async completions + 128 producer
 // arrivals after its dequantized stores, fenced for the async proxy) and empty (count 256: both consumer
 // warpgroups after their P V). Unlike the seesaw (sparse_seesaw.cuh), the consumers work on one tile at a
-// time, so the producer always has a whole tile's compute time to refill the other buffer: the
-// dequantization (64 x 512 values per tile, ~6 instructions per pair) is off the consumers' chain.
+// time, so the producer always has a whole tile's compute time to refill the other buffer.
 //
 // Cycle budget per 64-key tile and SM (H100, ~4096 dense bf16 FLOP/cycle): Q K^T 4.7 MFLOP ~1150 cycles,
-// P V 4.2 MFLOP ~1030 cycles, softmax ~300 cycles between them (WG0's chain); the producer: 16384 pairs x
-// 6 instructions / 4 schedulers ~ 800 issue cycles plus its load latency, which the register staging
-// moves before the buffer wait.
+// P V 4.2 MFLOP ~1030 cycles, softmax between them on WG0's chain; the producer: 16384 pairs x 6
+// instructions (e4m3x2 -> f16x2, 2 x f16 -> f32, 2 FMUL, pack) = ~3100 warp instructions per tile on its 4
+// warps, one per scheduler. Measured (H100, docs/benchmarks/sm90-sparse.md, "Ninth session"): with the
+// producer doing no loads and no dequantization the h128 s_q 2 row takes 361 us (the consumers' chain);
+// loads and dequantization each add ~100 us, serially (one warp per scheduler cannot hide one behind the
+// other); addresses by one multiply instead of a division per row took 13 % off. Tried and slower: a
+// 2-CTA cluster sharing the dequantization for h_q 65..128 (7e8cd75: each CTA dequantizing half the rows
+// for both by st.async, 573-582 vs 529 us unpaired).
 #pragma once
 
 #include <cute/atom/mma_atom.hpp>
@@ -147,7 +156,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
         index[0][r] = index_of(run.lo + 1, r);
         index[1][r] = index_of(run.lo + 2, r);
         load_round(r, cur[r]);
-        fp8_prefetch_l2(row_of(index[0][r]), chunk0);
+        fp8_prefetch_l2_lines(row_of(index[0][r]), chunk0);
       }
       for (int t = run.lo; t < run.hi; ++t, ++it) {
         const int buf = it & 1;
@@ -168,7 +177,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
         Barrier::arrive(&ss.full[buf]);
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
-          fp8_prefetch_l2(row_of(index[1][r]), chunk0);
+          fp8_prefetch_l2_lines(row_of(index[1][r]), chunk0);
           cur[r] = index[0][r];
           index[0][r] = index[1][r];
           index[1][r] = index_of(t + 3, r);
