@@ -269,6 +269,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   // attention/sparse_fp8_decode.cuh); FLASHMLA_SM90_SPARSE_SEESAW=0 keeps both on the two-buffer kernel
   // (read per call: a test compares the fp8 and bf16 forms of that kernel bit for bit)
   p.sparse_seesaw = !env_equals("FLASHMLA_SM90_SPARSE_SEESAW", "0");
+  p.fp8_shared_dequant = !env_equals("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0");
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
   if (may_split) combine(p, num_parts, dtype_of(q), stream);

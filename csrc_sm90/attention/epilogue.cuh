@@ -25,10 +25,13 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
                                                        int m_tile, int kvh, int req, int slot, int n_splits) {
   using namespace cute;
   constexpr float kNegInf = -INFINITY;
-  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
+  int tid = threadIdx.x, heads_per_kv = p.h_q / p.h_kv;
+  // kRoleSplit: opaque, so that nothing derived from them (row indices, the divisor's reciprocal) is hoisted
+  // out of the request loop and held (spilled) through it
+  if constexpr (kRoleSplit) asm volatile("" : "+r"(tid), "+r"(heads_per_kv));
+  const int wg = tid / 128, lane = tid % 32;
   const int my_row0 = (tid % 128 / 32) * 16 + lane / 4;  // wgmma C layout: rows my_row0, my_row0 + 8
   auto slot_of = [](int v) { return (v >> 1) & 1; };
-  const int heads_per_kv = p.h_q / p.h_kv;
   CUTE_UNROLL
   for (int k = 0; k < 2; ++k) {
     const float s = quad_sum(row_sum[k]);

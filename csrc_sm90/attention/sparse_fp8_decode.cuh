@@ -11,16 +11,20 @@
 // above the launch budget with a 512-thread CTA, so a second producer warpgroup does not fit):
 //   WG0: S = Q K^T (64 x 64), softmax, P into the tile's RoPE slab, O_0 += P V_0; Q K^T of the next tile
 //        is issued under its own P V, so the tensor cores go from one to the other without a gap
-//   WG1: O_1 += P V_1 once WG0 has published P and the tile's row maxima (mbarrier p_ready)
+//   WG1: O_1 += P V_1 once WG0 has published P and the tile's row maxima (mbarrier p_ready); before that
+//        wait (kShare), a quarter of the next tile's dequantization: dims [256, 512) of token rows 32..63,
+//        into the buffer the tile before has just left, from payload loaded a tile ahead (WG1 would
+//        otherwise idle through WG0's Q K^T and softmax)
 //   WG2: per tile, for its two 32-token rounds (thread t: token t / 4 + 32 r, fp8 chunks t % 4 + 4 j),
-//        dequantizes the payload it loaded into registers during the tile before into the freed buffer,
-//        then loads the next tile's (rows prefetched into L2 a tile earlier, indices loaded a tile before
-//        that); RoPE by cp.async; key validity bytes
+//        dequantizes the payload it loaded into registers during the tile before into the freed buffer
+//        (kShare: all but WG1's quarter), then loads the next tile's (rows prefetched into L2 a tile
+//        earlier, indices loaded a tile before that); RoPE by cp.async; key validity bytes
 // The two consumer roles run separate copies of the consumer body (a lambda per role), so that ptxas
 // allocates each within its own budget; their barriers are unaligned (barrier.sync) for that reason.
 // A buffer is handed over by two mbarriers: full (count 256: 128 cp.async completions + 128 producer
-// arrivals after its dequantized stores, fenced for the async proxy) and empty (count 256: both consumer
-// warpgroups after their P V). Unlike the seesaw (sparse_seesaw.cuh), the consumers work on one tile at a
+// arrivals after its dequantized stores, fenced for the async proxy; + 128 WG1 arrivals with kShare) and
+// empty (count 256: both consumer warpgroups after their P V). kShare false
+// (FLASHMLA_SM90_FP8_SHARED_DEQUANT=0) leaves all dequantization to the producer, for A/B measurements. Unlike the seesaw (sparse_seesaw.cuh), the consumers work on one tile at a
 // time, so the producer always has a whole tile's compute time to refill the other buffer.
 //
 // Cycle budget per 64-key tile and SM (H100, ~4096 dense bf16 FLOP/cycle): Q K^T 4.7 MFLOP ~1150 cycles,
@@ -29,7 +33,8 @@
 // warps, one per scheduler. Measured (H100, docs/benchmarks/sm90-sparse.md, "Ninth session"): with the
 // producer doing no loads and no dequantization the h128 s_q 2 row takes 361 us (the consumers' chain);
 // loads and dequantization each add ~100 us, serially (one warp per scheduler cannot hide one behind the
-// other); addresses by one multiply instead of a division per row took 13 % off. Tried and slower: a
+// other); addresses by one multiply instead of a division per row took 13 % off, WG1's quarter another
+// 4.5 % (h_q 128) and 1-2 % (h_q 16, 64). Tried and slower: a
 // 2-CTA cluster sharing the dequantization for h_q 65..128 (7e8cd75: each CTA dequantizing half the rows
 // for both by st.async, 573-582 vs 529 us unpaired).
 #pragma once
@@ -73,7 +78,7 @@ struct SparseFp8Config {
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
-template <typename Element>
+template <typename Element, bool kShare>
 __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = SparseFp8Config<Element>;
@@ -99,9 +104,12 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
   const int m_tile = cta.m_tile, kvh = cta.kvh;
   const SchedulePart part = p.schedule[cta.part];
   if (part.end_req < part.begin_req) return;
+  // WG1 dequantizes dims [256, 512) of token rows 32..63 of every tile (its share), the producer the rest
+  constexpr bool share = kShare;
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {
-      Barrier::init(&ss.full[b], 256);  // 128 cp.async completions + 128 producer arrivals
+      // 128 cp.async completions + 128 producer arrivals (+ 128 of WG1 after its share)
+      Barrier::init(&ss.full[b], share ? 384 : 256);
       Barrier::init(&ss.empty[b], 256);
       Barrier::init(&ss.p_ready[b], 128);
     }
@@ -123,12 +131,13 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
     return r;
   };
 
+  auto usable = [&](int idx) { return idx >= 0 && idx < p.capacity; };
+
   if (wg == 2) {
     // ---------------------------------------------------------------- producer
     cutlass::arch::warpgroup_reg_dealloc<kProducerRegs>();
     const int chunk0 = wg_tid % 4, row0 = wg_tid / 4;  // token rows row0 and row0 + 32 of a tile
     const uint8_t* kv = static_cast<const uint8_t*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
-    auto usable = [&](int idx) { return idx >= 0 && idx < p.capacity; };
     auto row_of = [&](int idx) {  // a cache row (the cache base for an unusable index: never read)
       return usable(idx) ? kv + cache_slot_offset(p, idx) : kv;
     };
@@ -147,7 +156,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       Fp8HalfRow raw[2][2];
       auto load_round = [&](int r, int idx) CUTLASS_LAMBDA_FUNC_INLINE {
         CUTE_UNROLL
-        for (int h = 0; h < 2; ++h) raw[r][h].load(row_of(idx), usable(idx), chunk0, h);
+        for (int h = 0; h < 2; ++h) {
+          if (!(share && r == 1 && h == 1)) raw[r][h].load(row_of(idx), usable(idx), chunk0, h);
+        }
       };
       int cur[2], index[2][2];  // indices of tiles t and [t + 1, t + 2], per round
       CUTE_UNROLL
@@ -170,7 +181,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
           CUTE_UNROLL
-          for (int h = 0; h < 2; ++h) raw[r][h].store(ss.k[buf], row0 + 32 * r, chunk0, h);
+          for (int h = 0; h < 2; ++h) {
+            if (!(share && r == 1 && h == 1)) raw[r][h].store(ss.k[buf], row0 + 32 * r, chunk0, h);
+          }
           if (t + 1 < run.hi) load_round(r, index[0][r]);
         }
         cutlass::arch::fence_view_async_shared();  // dequantized stores -> the consumers' wgmma reads
@@ -278,8 +291,43 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
           release(buf);
         }
       } else {
+        // WG1's share of tile t + 1 is dequantized at the top of iteration t, into the buffer tile t - 1 has
+        // just left (WG0's release of it comes with its Q K^T of tile t), while WG0 computes S and P of
+        // tile t; the share of tile t + 2 is then loaded into registers, a whole iteration ahead.
+        const int chunk0 = wg_tid % 4, share_row = 32 + wg_tid / 4;
+        auto row_of = [&](int idx) {
+          const uint8_t* kv = static_cast<const uint8_t*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
+          return usable(idx) ? kv + cache_slot_offset(p, idx) : kv;
+        };
+        const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
+        auto share_index = [&](int tile) {
+          const int token = tile * kTileTokens + share_row;
+          return token < run.end_token ? __ldg(indices + token) : -1;
+        };
+        Fp8HalfRow staged;
+        auto put_share = [&](uint32_t tile_it) CUTLASS_LAMBDA_FUNC_INLINE {  // into the buffer of tile #tile_it
+          const int b = tile_it & 1;
+          Barrier::wait(&ss.empty[b], ((tile_it >> 1) & 1) ^ 1);
+          staged.store(ss.k[b], share_row, chunk0, 1);
+          cutlass::arch::fence_view_async_shared();
+          Barrier::arrive(&ss.full[b]);
+        };
+        int index_after = -1;  // of tile t + 2
+        if (kShare && run.lo < run.hi) {
+          int idx = share_index(run.lo);
+          staged.load(row_of(idx), usable(idx), chunk0, 1);
+          put_share(it);
+          idx = share_index(run.lo + 1);
+          if (run.lo + 1 < run.hi) staged.load(row_of(idx), usable(idx), chunk0, 1);
+          index_after = share_index(run.lo + 2);
+        }
         for (int t = run.lo; t < run.hi; ++t, ++it) {
           const int buf = it & 1;
+          if (kShare && t + 1 < run.hi) {
+            put_share(it + 1);
+            if (t + 2 < run.hi) staged.load(row_of(index_after), usable(index_after), chunk0, 1);
+            index_after = share_index(t + 3);
+          }
           Barrier::wait(&ss.p_ready[buf], (it >> 1) & 1);
           float m_new[2];
           seesaw_load_max(ss.row_max[buf], my_row0, m_new);
@@ -318,7 +366,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
 
 template <typename Element>
 cudaError_t launch_sparse_fp8(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  return launch_tiled<SparseFp8Config<Element>>(mla_sparse_fp8_kernel<Element>, p, num_parts, stream);
+  using Cfg = SparseFp8Config<Element>;
+  if (p.fp8_shared_dequant) return launch_tiled<Cfg>(mla_sparse_fp8_kernel<Element, true>, p, num_parts, stream);
+  return launch_tiled<Cfg>(mla_sparse_fp8_kernel<Element, false>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90

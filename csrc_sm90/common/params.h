@@ -65,6 +65,9 @@ struct AttentionParams {
   // sparse_seesaw: indexed rows go to the producer/consumer kernels (bf16: attention/sparse_seesaw.cuh,
   // fp8_v32: attention/sparse_fp8_decode.cuh)
   bool sparse_seesaw;
+  // fp8_v32 on sparse_fp8_decode.cuh: its PV-only warpgroup dequantizes a quarter of every tile
+  // (FLASHMLA_SM90_FP8_SHARED_DEQUANT=0: the producer all of it, for A/B measurements)
+  bool fp8_shared_dequant;
   CUtensorMap kv_tma;
 };
 

@@ -188,6 +188,19 @@ def test_sparse_decode_fp8_equals_bf16_on_the_dequantized_cache(b, s_q, h_q, pag
     assert torch.equal(out, out_bf16) and torch.equal(lse, lse_bf16)
 
 
+@pytest.mark.parametrize("b,s_q,h_q,page,topk", [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100)])
+def test_sparse_decode_fp8_with_the_producer_dequantizing_alone(b, s_q, h_q, page, topk, monkeypatch):
+    # FLASHMLA_SM90_FP8_SHARED_DEQUANT=0, the A/B form of attention/sparse_fp8_decode.cuh: no quarter of the
+    # tile is dequantized by the P V warpgroup
+    q, cache, idx, lengths = _sparse_decode_inputs(b, s_q, h_q, page, topk, "fp8_v32")
+    monkeypatch.setenv("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0")  # read per call by the binding
+    out, lse = attention.sparse_decode(q, cache, idx, kv_format="fp8_v32", topk_length=lengths)
+    ref, ref_lse = attention.sparse_decode(q, cache, idx, kv_format="fp8_v32", topk_length=lengths,
+                                           backend="reference")
+    torch.testing.assert_close(out.float(), ref.float(), atol=6e-3, rtol=2e-2)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
+
+
 def test_sparse_decode_split_plan_in_a_cuda_graph():
     q, cache, idx, lengths = _sparse_decode_inputs(64, 1, 64, 64, 2048, "fp8_v32")
     make = lambda: attention.plan_decode(lengths, num_q_heads=64, topk=2048, kv_format="fp8_v32")  # noqa: E731
