@@ -55,13 +55,12 @@ struct Fp8HalfRow {
     scale = __ldg(reinterpret_cast<const float2*>(row + kFp8ScaleOffset) + h);
   }
 
-  // Dequantizes the half into 16-byte bf16 units for the tile: fp8 chunk c becomes bf16 chunks 2c and
-  // 2c + 1, i.e. 64-column slab j = 4h + i at units (2 chunk0) ^ (row % 8) and (2 chunk0 + 1) ^ (row % 8);
-  // put(byte offset in the tile, unit) stores each.
-  template <class Put>
-  __device__ __forceinline__ void dequantize(int row, int chunk0, int h, Put&& put) const {
-    const int even = row * 128 + (((2 * chunk0) ^ (row & 7)) << 4);
-    const int odd = row * 128 + (((2 * chunk0 + 1) ^ (row & 7)) << 4);
+  // Writes the dequantized half into the bf16 tile: fp8 chunk c becomes bf16 chunks 2c and 2c + 1,
+  // i.e. 64-column slab j = 4h + i at units (2 chunk0) ^ (row % 8) and (2 chunk0 + 1) ^ (row % 8).
+  __device__ __forceinline__ void store(void* smem_tile, int row, int chunk0, int h) const {
+    char* tile = static_cast<char*>(smem_tile) + row * 128;
+    char* even = tile + (((2 * chunk0) ^ (row & 7)) << 4);
+    char* odd = tile + (((2 * chunk0 + 1) ^ (row & 7)) << 4);
     CUTE_UNROLL
     for (int i = 0; i < 4; ++i) {
       const float s = i < 2 ? scale.x : scale.y;
@@ -76,15 +75,9 @@ struct Fp8HalfRow {
       hi.z = dequant_fp8x2(w[3] & 0xffff, s);
       hi.w = dequant_fp8x2(w[3] >> 16, s);
       const int slab = (4 * h + i) * (64 * 128);
-      put(even + slab, lo);
-      put(odd + slab, hi);
+      *reinterpret_cast<uint4*>(even + slab) = lo;
+      *reinterpret_cast<uint4*>(odd + slab) = hi;
     }
-  }
-
-  // Writes the dequantized half into the bf16 tile at smem_tile.
-  __device__ __forceinline__ void store(void* smem_tile, int row, int chunk0, int h) const {
-    char* tile = static_cast<char*>(smem_tile);
-    dequantize(row, chunk0, h, [&](int at, const uint4& v) { *reinterpret_cast<uint4*>(tile + at) = v; });
   }
 };
 

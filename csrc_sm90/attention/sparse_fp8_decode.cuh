@@ -78,6 +78,8 @@ struct SparseFp8Config {
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
+// kShare: WG1 dequantizes dims [256, 512) of token rows 32..63 of every tile (its share), the producer the
+// rest; else the producer all of it.
 template <typename Element, bool kShare>
 __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -104,12 +106,10 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
   const int m_tile = cta.m_tile, kvh = cta.kvh;
   const SchedulePart part = p.schedule[cta.part];
   if (part.end_req < part.begin_req) return;
-  // WG1 dequantizes dims [256, 512) of token rows 32..63 of every tile (its share), the producer the rest
-  constexpr bool share = kShare;
   if (tid == 0) {
     for (int b = 0; b < 2; ++b) {
       // 128 cp.async completions + 128 producer arrivals (+ 128 of WG1 after its share)
-      Barrier::init(&ss.full[b], share ? 384 : 256);
+      Barrier::init(&ss.full[b], kShare ? 384 : 256);
       Barrier::init(&ss.empty[b], 256);
       Barrier::init(&ss.p_ready[b], 128);
     }
@@ -154,10 +154,11 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       // payload is loaded into registers while the tile before it is dequantized, from rows that were
       // prefetched into L2 a tile earlier still, from indices loaded a tile before that.
       Fp8HalfRow raw[2][2];
+      auto mine = [](int r, int h) { return !(kShare && r == 1 && h == 1); };  // else WG1's share
       auto load_round = [&](int r, int idx) CUTLASS_LAMBDA_FUNC_INLINE {
         CUTE_UNROLL
         for (int h = 0; h < 2; ++h) {
-          if (!(share && r == 1 && h == 1)) raw[r][h].load(row_of(idx), usable(idx), chunk0, h);
+          if (mine(r, h)) raw[r][h].load(row_of(idx), usable(idx), chunk0, h);
         }
       };
       int cur[2], index[2][2];  // indices of tiles t and [t + 1, t + 2], per round
@@ -182,7 +183,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
         for (int r = 0; r < 2; ++r) {
           CUTE_UNROLL
           for (int h = 0; h < 2; ++h) {
-            if (!(share && r == 1 && h == 1)) raw[r][h].store(ss.k[buf], row0 + 32 * r, chunk0, h);
+            if (mine(r, h)) raw[r][h].store(ss.k[buf], row0 + 32 * r, chunk0, h);
           }
           if (t + 1 < run.hi) load_round(r, index[0][r]);
         }
