@@ -125,17 +125,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     if (tid == 0) {
       for (int tile = tile_lo; tile < min(tile_hi, tile_lo + 2); ++tile) produce(tile, page_of(tile));
     }
-    {  // Q tile by cp.async: rows past the problem's rows are zero
-      // (row and chunk laundered: hoisted out of the request loop, their swizzled offsets were spilled)
-      int copy_row = tid / 4, copy_chunk0 = tid % 4;
-      asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
-      load_q_tile_rows<kD * int(sizeof(Element)) / 16>(p, static_cast<const Element*>(p.q), heads_per_kv, ss.q, m_tile,
-                                                       kvh, req, copy_row, copy_chunk0);
-      cp_async_commit();
-      cp_async_wait<0>();
-      cutlass::arch::fence_view_async_shared();
-      __syncthreads();
-    }
+    load_q_tile<kD>(p, heads_per_kv, ss.q, m_tile, kvh, req, tid);  // rows past the problem's rows are zero
+    __syncthreads();
 
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);

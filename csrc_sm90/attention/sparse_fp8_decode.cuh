@@ -241,16 +241,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
     uint32_t it = 0;  // as the producer's
     for (int req = part.begin_req; req <= part.end_req; ++req) {
       const Run run = run_of(req);
-      {  // Q tile by cp.async (the consumers' 256 threads): rows past the problem's rows are zero
-        int copy_row = tid / 4, copy_chunk0 = tid % 4;
-        asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
-        load_q_tile_rows<kD * int(sizeof(Element)) / 16>(p, static_cast<const Element*>(p.q), p.h_q / p.h_kv, ss.q,
-                                                         m_tile, kvh, req, copy_row, copy_chunk0);
-        cp_async_commit();
-        cp_async_wait<0>();
-        cutlass::arch::fence_view_async_shared();
-        named_barrier_unaligned(kBarConsumers, 256);
-      }
+      load_q_tile<kD>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);  // by the consumers' 256 threads
+      named_barrier_unaligned(kBarConsumers, 256);
       row_max[0] = row_max[1] = kNegInf;
       row_sum[0] = row_sum[1] = 0.f;
       clear(tOrO);

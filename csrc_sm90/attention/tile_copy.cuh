@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "../common/device_utils.cuh"
 #include "../common/params.h"
 
 namespace flashmla_sm90 {
@@ -59,6 +60,21 @@ __device__ __forceinline__ void load_q_tile_rows(const AttentionParams& p, const
     src = q + req * p.q_stride_b + j * p.q_stride_s + h * p.q_stride_h;
   }
   load_tile_row<kChunks>(smem_q, copy_row, copy_chunk0, valid, src);
+}
+
+// The CTA's whole Q tile by cp.async from the 256 compute threads (thread tid: row tid / 4), waited for
+// and fenced for wgmma reads; the caller then synchronizes those threads. Row and chunk are opaque:
+// hoisted out of a request loop, their swizzled offsets were held in registers (and spilled).
+template <int kD, typename Element>
+__device__ __forceinline__ void load_q_tile(const AttentionParams& p, int heads_per_kv, Element* smem_q, int m_tile,
+                                            int kvh, int req, int tid) {
+  int copy_row = tid / 4, copy_chunk0 = tid % 4;
+  asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
+  load_q_tile_rows<kD * int(sizeof(Element)) / 16>(p, static_cast<const Element*>(p.q), heads_per_kv, smem_q, m_tile,
+                                                   kvh, req, copy_row, copy_chunk0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  cutlass::arch::fence_view_async_shared();
 }
 
 // One thread: the kD / 64 boxes (64 dims x 64 tokens each) of the paged tile at `offset` in `page`, for
