@@ -283,13 +283,11 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     }
 
     // (read here rather than held through the loop: registers are at the limit)
-    const int first_split = p.num_splits[req];
-    const int n_splits = p.num_splits[req + 1] - first_split;
-    const int slot = req == part.begin_req ? part.begin_slot : first_split;
+    const RequestSplit split = request_split(p, part, req);
     store_attention_output<Element, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum,
                                            int(blockIdx.x) % ((p.rows + kTileRows - 1) / kTileRows),
-                                           int(blockIdx.x) / ((p.rows + kTileRows - 1) / kTileRows) % p.h_kv, req, slot,
-                                           n_splits);
+                                           int(blockIdx.x) / ((p.rows + kTileRows - 1) / kTileRows) % p.h_kv, req,
+                                           split.slot, split.n_splits);
     __syncthreads();  // Q tile and row_sum are reused by the next request
   }
 #endif

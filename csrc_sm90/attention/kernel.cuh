@@ -147,14 +147,11 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
   const Element* q = static_cast<const Element*>(p.q);
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
-    const int seqlen = !kSparse ? p.seqlens[req]
-                       : p.topk_length != nullptr ? max(0, min(p.topk_length[req], p.topk)) : p.topk;
+    const int seqlen = !kSparse ? p.seqlens[req] : sparse_key_count(p, req);
     const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
     const int tile_lo = req == part.begin_req ? part.begin_tile : 0;
     const int tile_hi = req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles;
-    const int first_split = p.num_splits[req];
-    const int n_splits = p.num_splits[req + 1] - first_split;
-    const int slot = req == part.begin_req ? part.begin_slot : first_split;
+    const RequestSplit split = request_split(p, part, req);
 
     // Where this thread's row of a tile lives (-1: past the length): the page (dense) or the slot
     // index as stored (sparse). The lookups for the next tiles are issued while a tile is computed;
@@ -335,8 +332,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     }
     cp_async_wait<0>();
 
-    store_attention_output<Element, kSparse>(p, ss.row_sum, 1, tOrO, tOcO, row_max, row_sum, m_tile, kvh, req, slot,
-                                             n_splits);
+    store_attention_output<Element, kSparse>(p, ss.row_sum, 1, tOrO, tOcO, row_max, row_sum, m_tile, kvh, req,
+                                             split.slot, split.n_splits);
     __syncthreads();  // Q tile and row_sum are reused by the next request
   }
 #endif

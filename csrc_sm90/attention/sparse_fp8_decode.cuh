@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
     int lo, hi, end_token;
   };
   auto run_of = [&](int req) {
-    const int seqlen = p.topk_length != nullptr ? max(0, min(p.topk_length[req], p.topk)) : p.topk;
+    const int seqlen = sparse_key_count(p, req);
     const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
     Run r;
     r.lo = req == part.begin_req ? part.begin_tile : 0;
@@ -337,13 +337,11 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
 
-      const int first_split = p.num_splits[req];
-      const int n_splits = p.num_splits[req + 1] - first_split;
-      const int slot = req == part.begin_req ? part.begin_slot : first_split;
+      const RequestSplit split = request_split(p, part, req);
       int out_m_tile = m_tile, out_kvh = kvh;
       asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
       store_attention_output<Element, true, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
-                                            out_kvh, req, slot, n_splits);
+                                            out_kvh, req, split.slot, split.n_splits);
       named_barrier_unaligned(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
     }
   };

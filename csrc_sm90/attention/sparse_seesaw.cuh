@@ -125,9 +125,6 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     r.end_token = min(seqlen, r.real * kTileTokens);  // keys at or past it are not this part's
     return r;
   };
-  auto seqlen_of = [&](int req) {
-    return p.topk_length != nullptr ? max(0, min(p.topk_length[req], p.topk)) : p.topk;
-  };
 
   if (wg == 2) {
     // ---------------------------------------------------------------- producer
@@ -154,7 +151,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     };
     uint32_t phase = 1;  // empty barriers: the first wait of each passes at once
     for (int req = part.begin_req; req <= part.end_req; ++req) {
-      const Run run = run_of(req, seqlen_of(req));
+      const Run run = run_of(req, sparse_key_count(p, req));
       const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
       auto index_of = [&](int tile, int i) {
         const int token = tile * kTileTokens + row0 + 16 * i;
@@ -288,7 +285,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
-    const Run run = run_of(req, seqlen_of(req));
+    const Run run = run_of(req, sparse_key_count(p, req));
     load_q_tile<kD>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);  // by the consumers' 256 threads
     named_barrier(kBarConsumers, 256);
     row_max[0] = row_max[1] = kNegInf;
@@ -356,14 +353,12 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       warpgroup_fence_operand(tSrS);
     }
 
-    const int first_split = p.num_splits[req];
-    const int n_splits = p.num_splits[req + 1] - first_split;
-    const int slot = req == part.begin_req ? part.begin_slot : first_split;
+    const RequestSplit split = request_split(p, part, req);
     // m_tile and kvh laundered: addresses derived from them were hoisted out of the request loop and spilled
     int out_m_tile = m_tile, out_kvh = kvh;
     asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
     store_attention_output<Element, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
-                                          out_kvh, req, slot, n_splits);
+                                          out_kvh, req, split.slot, split.n_splits);
     named_barrier(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
   }
 #endif

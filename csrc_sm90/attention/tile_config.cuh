@@ -64,6 +64,22 @@ __device__ __forceinline__ TiledCta tiled_cta(const AttentionParams& p) {
   return {int(blockIdx.x % m_tiles), int((blockIdx.x / m_tiles) % p.h_kv), blockIdx.x / m_tiles / p.h_kv};
 }
 
+// Where request req's output goes: its partial-output slot (in this part, or its first) and its number of
+// splits (one: the kernel finishes the output itself).
+struct RequestSplit {
+  int slot, n_splits;
+};
+__device__ __forceinline__ RequestSplit request_split(const AttentionParams& p, const SchedulePart& part, int req) {
+  const int first_split = p.num_splits[req];
+  const int n_splits = p.num_splits[req + 1] - first_split;
+  return {req == part.begin_req ? part.begin_slot : first_split, n_splits};
+}
+
+// Keys request req attends in a sparse op: topk, cut by its topk_length when given.
+__device__ __forceinline__ int sparse_key_count(const AttentionParams& p, int req) {
+  return p.topk_length != nullptr ? max(0, min(p.topk_length[req], p.topk)) : p.topk;
+}
+
 // Launches an attention kernel of configuration Cfg: one CTA per (schedule part, KV head, 64-row query
 // tile), the m-tile fastest (tiled_cta decodes it).
 template <class Cfg, class Kernel>
