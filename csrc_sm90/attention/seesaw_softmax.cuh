@@ -30,6 +30,32 @@ __device__ __forceinline__ void seesaw_write_p(const FragS& tSrS, const TensorP&
   cutlass::arch::fence_view_async_shared();
 }
 
+// P = 2^(S - m) in place (float) and as 16-bit values in rP (S's accumulator order, which is also the order
+// of a register A operand: see decode_staggered.cuh); adds this thread's share of the row sums to sum.
+template <class FragS, class FragP>
+__device__ __forceinline__ void seesaw_exp_p(FragS& tSrS, FragP& rP, const float (&m)[2], float (&sum)[2]) {
+  using Element = typename FragP::value_type;
+  CUTE_UNROLL
+  for (int i = 0; i < cute::size(tSrS); ++i) {
+    const int k = seesaw_slot_of(i);
+    const float m_use = m[k] == -INFINITY ? 0.f : m[k];
+    tSrS(i) = fast_exp2(tSrS(i) - m_use);
+    sum[k] += tSrS(i);
+    rP(i) = Element(tSrS(i));
+  }
+}
+
+// 16-bit P values (S's accumulator order) into a P tile (tSsP: S's partition of it), fenced for wgmma reads.
+template <class FragP, class TensorP>
+__device__ __forceinline__ void seesaw_store_p(const FragP& rP, const TensorP& tSsP) {
+  CUTE_UNROLL
+  for (int i = 0; i < cute::size(rP); i += 2) {  // adjacent accumulator values: adjacent columns
+    const typename FragP::value_type pair[2] = {rP(i), rP(i + 1)};
+    store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
+  }
+  cutlass::arch::fence_view_async_shared();
+}
+
 // This warpgroup's O slice and row sums from maxima `from` to `to` (to >= from).
 template <class FragO>
 __device__ __forceinline__ void seesaw_rescale(FragO& tOrO, float (&row_sum)[2], const float (&from)[2],

@@ -33,7 +33,8 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
     float row_max[2][kTileRows];
     float row_sum[2][kTileRows];
     uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
-    alignas(8) uint64_t kv_full[2];     // dense with TMA: the tile of each KV buffer has landed
+    // dense with TMA: the tile of each KV buffer has landed (decode_staggered.cuh: slab group g of buffer b, 2b + g)
+    alignas(8) uint64_t kv_full[4];
     int released[2];                    // seesaw: warpgroups done with each buffer's tile (the second refills it)
     // seesaw: the current request's last visible key per query row, end of this CTA's keys, last real
     // tile (read where used: registers are at their limit through the loop)

@@ -21,4 +21,16 @@ __device__ __forceinline__ void issue_wgmma(TiledMma& mma, const FragA& a, const
   warpgroup_commit_batch();
 }
 
+// C (+)= A B over k-blocks [kBegin, kEnd) inside an open wgmma batch (the caller arrives and commits);
+// mma.accumulate_ decides whether the first of them overwrites C.
+template <int kBegin, int kEnd, class TiledMma, class FragA, class FragB, class FragC>
+__device__ __forceinline__ void gemm_kblocks(TiledMma& mma, const FragA& a, const FragB& b, FragC& c) {
+  using namespace cute;
+  CUTE_UNROLL
+  for (int kb = kBegin; kb < kEnd; ++kb) {
+    cute::gemm(mma, a(_, _, kb), b(_, _, kb), c);
+    mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+}
+
 }  // namespace flashmla_sm90
