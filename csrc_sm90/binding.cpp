@@ -170,18 +170,11 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
   p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
-  // The seesaw kernels: d_qk 576 over TMA tiles when a KV head has more than one 64-row query tile (the
-  // compute-bound shapes, +10-17 % measured) and the plan's parts average at least half a request (they pay
-  // a pair's prologue and an odd tile's phantom per part: slower on b8-h128-4k's short parts). With three
-  // or more query tiles the staggered form (attention/decode_staggered.cuh, +3-4 % there), with two
-  // decode_seesaw.cuh. FLASHMLA_SM90_SEESAW=0 / 1 / 2 forces the two-buffer loop / the seesaw / the
-  // staggered form (A/B measurements; read per call).
-  const int m_tiles = int((rows + fm::kTileRows - 1) / fm::kTileRows);
-  int seesaw_kind = m_tiles >= 3 ? 2 : 1;
-  if (env_equals("FLASHMLA_SM90_SEESAW", "0")) seesaw_kind = 0;
-  if (env_equals("FLASHMLA_SM90_SEESAW", "1")) seesaw_kind = 1;
-  if (env_equals("FLASHMLA_SM90_SEESAW", "2")) seesaw_kind = 2;
-  p.seesaw = d == 576 && rows > fm::kTileRows && 2 * b >= num_parts ? seesaw_kind : 0;
+  // The seesaw kernel (attention/decode_seesaw.cuh; FLASHMLA_SM90_SEESAW=0 turns it off, for A/B, read per
+  // call): d_qk 576 over TMA tiles when a KV head has more than one 64-row query tile (the compute-bound
+  // shapes) and the plan's parts average at least half a request (it pays a pair's prologue and an odd
+  // tile's phantom per part: slower on b8-h128-4k's short parts).
+  p.seesaw = !env_equals("FLASHMLA_SM90_SEESAW", "0") && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
 

@@ -1,33 +1,36 @@
 // Dense MLA decode for sm_90a, d_qk 576, over a paged cache whose 64-token tiles come by TMA (page_size a
 // multiple of 64), used for the compute-bound shapes (the binding says when; FLASHMLA_SM90_SEESAW=0 turns
 // it off): the "seesaw" schedule, in which each warpgroup computes the scores of its own whole tile, so
-// one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy.
+// one warpgroup's softmax runs while the other's GEMMs keep the tensor cores busy, here in FlashMLA's
+// published order (written for this codebase): GEMMs staggered and tiles refilled by slab group.
 //
-// Tiling. One CTA computes 64 query rows of one KV head (as kernel.cuh) against its tiles in pairs: tile
-// A in buffer 0, tile B in buffer 1 (Q 72 KB + two 72 KB tiles, swizzle-128B, K-major; V is the
-// transposed view of a tile's first 512 dims). Warpgroup w owns O[:, 256w, 256w + 256).
+// Tiling. One CTA computes 64 query rows of one KV head against its tiles in pairs: tile A in buffer 0,
+// tile B in buffer 1 (Q 72 KB + two 72 KB tiles of nine 64-dim slabs, swizzle-128B, K-major; V is the
+// transposed view of a tile's first 512 dims). Warpgroup w owns O[:, 256w, 256w + 256): WG0 reads V's
+// slabs 0-3 (V_L), WG1 slabs 4-7 (V_R). WG0 computes S of every A, WG1 of every B (64 x 64 x 576).
 //
-// Per pair (m: the running row maxima, the same in both warpgroups):
-//   WG0: S_A = Q K_A^T (64 x 64 x 576: N = 64 keeps the operands' shared-memory reads within the math)
-//        | softmax A: m_A = max(m, rowmax S_A), P_A -> A's RoPE slab | O_0 = O_0 2^(m - m_A) + P_A V_A,0
-//        | wait for P_B | O_0 = O_0 2^(m_A - m_B) + P_B V_B,0 | S of the next A
-//   WG1: S_B = Q K_B^T | wait for P_A | O_1 = O_1 2^(m - m_A) + P_A V_A,1 issued, then (under it)
-//        softmax B: m_B = max(m_A, rowmax S_B), P_B -> B's RoPE slab | O_1 = O_1 2^(m_A - m_B) + P_B V_B,1
-// so softmax A overlaps S_B and softmax B overlaps both P_A V_A. A tile's RoPE slab (64 x 64 x 2 B) is
-// read only by its own Q K^T and then holds its P (64 x 64, 16-bit) for both warpgroups' P V.
-// Hand-offs: named barriers 1 (P_A and m_A ready) and 2 (P_B and m_B ready), both warpgroups syncing
-// (measured as fast as arrive-only producers); non-aligned barrier.sync, since the warpgroups reach
-// them from different instructions.
+// Per pair (m: the running row maxima; P of a tile in registers for its own warpgroup's P V, in the tile's
+// RoPE slab for the other's):
+//   WG0: softmax A (m_A = max(m, rowmax S_A)) -> [m_A ready] | O_0 = O_0 2^(m - m_A) + P_A V_A,L (P_A from
+//        registers) | refill A's slabs 0-3 | [m_B ready] P_A 2^(m_A - m_B) -> A's RoPE slab -> [P_A ready] |
+//        O_0 = O_0 2^(m_A - m_B) | [WG1 issued] O_0 += P_B V_B,L, then S of the next A by slab group (slabs
+//        0-3 first), refilling B's slabs 0-3 and 8 once P_B V_B,L completes.
+//   WG1: [m_A ready] softmax B (m_B = max(m_A, rowmax S_B)) -> [m_B ready] | O_1 = O_1 2^(m - m_B) | P_B -> B's
+//        RoPE slab | O_1 += P_B V_B,R (registers) | [P_A ready] O_1 += P_A' V_A,R -> [WG1 issued] | refill B's
+//        slabs 4-7, then A's 4-8 as each P V completes | S of the next B by slab group (4-7 first).
+// So each warpgroup's own P V starts right after its softmax (no hand-off), and the tensor pipe receives
+// P V_B,L and the next S_A right behind WG1's two P V. Slab groups (a full barrier each) are the sets one
+// warpgroup frees: buffer 0 {0-3} (WG0, early in the pair) and {4-8} (WG1); buffer 1 {4-7} (WG1, mid-pair)
+// and {0-3, 8} (WG0, last); each refill is issued by the warpgroup that frees its group, and each S reads
+// its early group first. The barriers in [] are named barriers: the producing warpgroup arrives, the other
+// syncs (non-aligned forms: the warpgroups reach them from different code).
 //
-// Loads: thread 0 issues a tile's nine 64 x 64 boxes on its buffer's full barrier. A buffer is refilled
-// with the tile two ahead once both warpgroups' P V of it has completed: the second warpgroup to say
-// so issues the boxes (a shared counter), having read the page ahead. A request's tiles are padded to
-// whole pairs: an odd last tile is followed by a phantom B, a copy of the last box whose keys are all
-// masked and whose value dims are zeroed. Rows past the length come with the page: the warpgroup that
-// computes a tile's S zeroes their value dims before its Q K^T (their scores are masked by position),
-// so NaN in unused slots cannot reach P V.
-// wgmma waits: every wait is wait<0> and each warpgroup runs its own loop, which ptxas needs to keep
-// the wgmma pipelined (it serializes them on count-dependent waits across paths).
+// Rows past the length come with the page: their scores are masked by position, and each warpgroup zeroes
+// its V half of such rows before its P V of the tile. A request's tiles are padded to whole pairs: an odd
+// last tile is followed by a phantom B (the last real tile's box again, all keys masked, V zeroed).
+// wgmma: each warpgroup runs its own loop with one fixed wgmma sequence and wait counts (ptxas serializes
+// the wgmma otherwise): on a request's last pair the next S is computed anyway, on buffer A (nothing writes
+// A by then), and never read.
 #pragma once
 
 #include <cute/arch/copy_sm90_tma.hpp>
@@ -55,10 +58,13 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
   using Cfg = AttentionConfig<Element, kD>;
   using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
       Element, Element, float, Shape<_64, _64, Int<kD>>, GMMA::Major::K, GMMA::Major::K>()));
+  using TiledMmaOr = decltype(make_tiled_mma(SM90::GMMA::rs_op_selector<
+      Element, Element, float, Shape<_64, _256, _64>, GMMA::Major::K, GMMA::Major::MN>()));
   using FullBarrier = cutlass::arch::ClusterTransactionBarrier;
   constexpr float kNegInf = -INFINITY;
-  constexpr int kBarPa = 1, kBarPb = 2, kBarWarpgroup = 3 /* + wg */, kBarEpilogue = 5;
+  constexpr int kBarMa = 1, kBarMb = 2, kBarPa = 3, kBarIssued = 4, kBarWarpgroup = 5 /* + wg */, kBarEpilogue = 7;
   constexpr int kRopeSlab = kHeadDimV * kTileTokens;  // element offset of a tile's RoPE slab
+  constexpr int kSlabBytes = 64 * kTileTokens * int(sizeof(Element));
   static_assert(cosize_v<typename Cfg::SmemLayoutP> == kTileTokens * (kD - kHeadDimV), "P fills a RoPE slab");
 
   extern __shared__ char smem_raw[];
@@ -68,33 +74,46 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
   // wg broadcast from lane 0: ptxas then knows it is warp-uniform (the warpgroups run different wgmma
   // sequences; a divergent path would serialize them)
   const int tid = threadIdx.x, wg = __shfl_sync(0xffffffff, tid / 128, 0), wg_tid = tid % 128, lane = tid % 32;
-  const TiledCta cta = tiled_cta(p);
-  const int m_tile = cta.m_tile, kvh = cta.kvh;
-  const SchedulePart part = p.schedule[cta.part];
-  if (part.end_req < part.begin_req) return;
-  const int heads_per_kv = p.h_q / p.h_kv;
+  // The CTA's work, re-read per request from an opaque pointer rather than held through the request loop
+  // (registers: held, these spilled)
+  auto my_part = [&] {
+    const SchedulePart* at = p.schedule + tiled_cta(p).part;
+    asm volatile("" : "+l"(at));
+    return *at;
+  };
+  const int first_req = my_part().begin_req;
+  if (my_part().end_req < first_req) return;
   if (tid == 0) {
-    FullBarrier::init(&ss.kv_full[0], 1);
-    FullBarrier::init(&ss.kv_full[1], 1);
-    ss.released[0] = ss.released[1] = 0;
+    CUTE_UNROLL
+    for (int i = 0; i < 4; ++i) FullBarrier::init(&ss.kv_full[i], 1);
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
 
   TiledMmaS mma_s;
-  typename Cfg::TiledMmaO mma_o;
+  typename Cfg::TiledMmaO mma_o;  // P from shared memory
+  TiledMmaOr mma_or;              // P from registers
   auto thr_s = mma_s.get_thread_slice(wg_tid);
   auto thr_o = mma_o.get_thread_slice(wg_tid);
+  auto thr_or = mma_or.get_thread_slice(wg_tid);
   Tensor tSrS = partition_fragment_C(mma_s, Shape<_64, _64>{});
   Tensor tOrO = partition_fragment_C(mma_o, Shape<_64, _256>{});
   Tensor tScS = thr_s.partition_C(make_identity_tensor(Shape<_64, _64>{}));
   Tensor tOcO = thr_o.partition_C(make_identity_tensor(Shape<_64, _256>{}));
+  // This warpgroup's P of its own tile, 16-bit, in S's accumulator order, viewed as the A operand of a
+  // 64 x 256 x 64 P V: accumulator value v is (column pair v % 2, row half v / 2 % 2, 8-column group v / 4),
+  // a k-block's A values are (column pair, row half, 8-column half) of 16 columns.
+  Tensor rP = make_tensor<Element>(Layout<Shape<Shape<_2, _2, _2>, _1, _4>, Stride<Stride<_1, _2, _4>, _0, _8>>{});
   const int my_row0 = (wg_tid / 32) * 16 + lane / 4;  // wgmma C layout: rows my_row0, my_row0 + 8
   auto slot_of = [](int v) { return (v >> 1) & 1; };
   auto tile_p = [&](int buf) { return make_tensor(make_smem_ptr(ss.k[buf] + kRopeSlab), typename Cfg::SmemLayoutP{}); };
-  uint32_t kv_phase = 0;  // bit b: the parity of buffer b's next fill
+  uint32_t kv_phase = 0;  // bit 2 buf + group: the parity of that slab group's next fill
 
-  for (int req = part.begin_req; req <= part.end_req; ++req) {
+  for (int req = first_req;; ++req) {
+    const SchedulePart part = my_part();
+    if (req > part.end_req) break;
+    const TiledCta cta = tiled_cta(p);
+    const int m_tile = cta.m_tile, kvh = cta.kvh, heads_per_kv = p.h_q / p.h_kv;
     const int seqlen = p.seqlens[req];
     const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
     const int tile_lo = req == part.begin_req ? part.begin_tile : 0;
@@ -109,21 +128,36 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       if (tid == 0) {
         ss.end_token = end_token;
         ss.tile_real = tile_real;
+        // rows' last keys grow with the row: the first row's is the smallest
+        ss.min_last_key = min(end_token - 1, p.causal ? seqlen - p.s_q + m_tile * kTileRows / heads_per_kv : seqlen - 1);
       }
     }
-    auto buf_of = [&](int tile) { return (tile - tile_lo) & 1; };
     auto page_of = [&](int tile) {  // the phantom repeats the last real tile's box
       return p.block_table[req * p.bt_stride_b + min(tile, ss.tile_real - 1) * kTileTokens / p.page_size];
     };
-
-    // Tile `tile` into its buffer (one thread): one 64 x 64 box per slab on the buffer's full barrier.
-    auto produce = [&](int tile, int page) CUTLASS_LAMBDA_FUNC_INLINE {
-      const int buf = buf_of(tile);
-      load_tile_boxes<kD>(p, &ss.kv_full[buf], ss.k[buf], (min(tile, ss.tile_real - 1) * kTileTokens) % p.page_size,
-                          kvh, page);
+    // Slab group g of `tile` into buffer buf (one thread; group sets in the header), on its full barrier.
+    auto produce = [&](int tile, int page, int buf, int group) CUTLASS_LAMBDA_FUNC_INLINE {
+      const int offset = (min(tile, ss.tile_real - 1) * kTileTokens) % p.page_size;
+      uint64_t* full = &ss.kv_full[2 * buf + group];
+      Element* smem_tile = ss.k[buf];
+      const bool rope = group == 1;  // slab 8 comes with the late group of either buffer
+      const int first = (buf == 0) == (group == 0) ? 0 : 4;
+      FullBarrier::arrive_and_expect_tx(full, (rope ? 5 : 4) * kSlabBytes);
+      auto copy = [&](int slab) {
+        const int dim0 = slab * 64;  // (a copy: the TMA copy takes its coordinates by reference)
+        SM90_TMA_LOAD_4D::copy(&p.kv_tma, full, uint64_t(TMA::CacheHintSm90::EVICT_NORMAL),
+                               smem_tile + slab * 64 * kTileTokens, dim0, offset, kvh, page);
+      };
+      CUTE_UNROLL
+      for (int s = 0; s < 4; ++s) copy(first + s);
+      if (rope) copy(kD / 64 - 1);
     };
     if (tid == 0) {
-      for (int tile = tile_lo; tile < min(tile_hi, tile_lo + 2); ++tile) produce(tile, page_of(tile));
+      for (int tile = tile_lo; tile < min(tile_hi, tile_lo + 2); ++tile) {
+        const int page = page_of(tile), buf = tile - tile_lo;
+        produce(tile, page, buf, 0);
+        produce(tile, page, buf, 1);
+      }
     }
     load_q_tile<kD>(p, heads_per_kv, ss.q, m_tile, kvh, req, tid);  // rows past the problem's rows are zero
     __syncthreads();
@@ -131,150 +165,182 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     float row_max[2] = {kNegInf, kNegInf}, row_sum[2] = {0.f, 0.f};
     clear(tOrO);
 
-    // S = Q K^T of `tile` (this warpgroup) once it has landed; rows past the length get zero value dims.
-    auto issue_qk = [&](int tile) CUTLASS_LAMBDA_FUNC_INLINE {
-      const int buf = buf_of(tile);
-      FullBarrier::wait(&ss.kv_full[buf], (kv_phase >> buf) & 1);
-      kv_phase ^= 1u << buf;
-      const int valid = max(0, ss.end_token - tile * kTileTokens);
-      if (valid < kTileTokens) {
-        char* rows = reinterpret_cast<char*>(ss.k[buf]);
-        constexpr int kValueChunks = kHeadDimV * int(sizeof(Element)) / 16;
-        for (int i = wg_tid; i < (kTileTokens - valid) * kValueChunks; i += 128) {
-          const int row = valid + i / kValueChunks, chunk = i % kValueChunks;
-          *reinterpret_cast<uint4*>(rows + swizzled_chunk_offset(row, chunk)) = make_uint4(0, 0, 0, 0);
-        }
-        cutlass::arch::fence_view_async_shared();
-      }
-      // Unconditional, so both warpgroups pass the same number of barriers per pair: racecheck pairs the
-      // warps' barrier arrivals by count, and a warpgroup one barrier ahead looks unsynchronized to it.
-      named_barrier_unaligned(kBarWarpgroup + wg, 128);
+    auto wait_group = [&](int buf, int group) CUTLASS_LAMBDA_FUNC_INLINE {
+      const int bit = 2 * buf + group;
+      FullBarrier::wait(&ss.kv_full[bit], (kv_phase >> bit) & 1);
+      kv_phase ^= 1u << bit;
+    };
+    // S = Q K^T against buffer buf, k-blocks of slab group `early` then of the other (the caller waits for
+    // each group's barrier in between, through wait_late).
+    auto issue_qk = [&](int buf, auto early_first_slab, auto wait_late) CUTLASS_LAMBDA_FUNC_INLINE {
       // Q's 36 operand descriptors are made here from an opaque pointer: made once outside the loop,
       // they would stay live in 72 registers (ptxas spilled with them)
       Element* q_smem = ss.q;
       asm volatile("" : "+l"(q_smem));
       Tensor tSrQ = thr_s.partition_fragment_A(make_tensor(make_smem_ptr(q_smem), typename Cfg::SmemLayoutQ{}));
-      Tensor sK = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutK{});
-      Tensor tSrK = thr_s.partition_fragment_B(sK);
-      issue_wgmma(mma_s, tSrQ, tSrK, tSrS, true);
+      Tensor tSrK = thr_s.partition_fragment_B(make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutK{}));
+      constexpr int kEarly = decltype(early_first_slab)::value * 4;  // first k-block of the early group
+      warpgroup_fence_operand(tSrS);
+      warpgroup_arrive();
+      mma_s.accumulate_ = GMMA::ScaleOut::Zero;
+      gemm_kblocks<kEarly, kEarly + 16>(mma_s, tSrQ, tSrK, tSrS);
+      warpgroup_commit_batch();
+      wait_late();
+      warpgroup_arrive();
+      if constexpr (kEarly == 0) {
+        gemm_kblocks<16, 36>(mma_s, tSrQ, tSrK, tSrS);
+      } else {
+        gemm_kblocks<0, 16>(mma_s, tSrQ, tSrK, tSrS);
+        gemm_kblocks<32, 36>(mma_s, tSrQ, tSrK, tSrS);
+      }
+      warpgroup_commit_batch();
     };
-    // Once S is in registers: mask (length, causal), scale into log2 units, row maxima of the tile.
+    // Once S is in registers: the tile's row maxima in log2 units (S itself stays unscaled: the scale goes
+    // into P's exponent); scores of keys past a row's last key (length, causal) set to -inf, which only a
+    // tile past the CTA's first row's last key can have (the rows' last keys grow with the row).
     auto mask_scores = [&](int tile, float (&tile_max)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
       warpgroup_fence_operand(tSrS);
       tile_max[0] = tile_max[1] = kNegInf;
-      const int last_key[2] = {ss.row_last_key[my_row0], ss.row_last_key[my_row0 + 8]};
-      CUTE_UNROLL
-      for (int i = 0; i < size(tSrS); ++i) {
-        const int token = tile * kTileTokens + get<1>(tScS(i));
-        const float s = token <= last_key[slot_of(i)] ? tSrS(i) * p.scale_log2 : kNegInf;
-        tSrS(i) = s;
-        tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], s);
+      if (tile * kTileTokens + kTileTokens - 1 > ss.min_last_key) {
+        const int last_key[2] = {ss.row_last_key[my_row0], ss.row_last_key[my_row0 + 8]};
+        CUTE_UNROLL
+        for (int i = 0; i < size(tSrS); ++i) {
+          if (tile * kTileTokens + get<1>(tScS(i)) > last_key[slot_of(i)]) tSrS(i) = kNegInf;
+        }
       }
       CUTE_UNROLL
-      for (int k = 0; k < 2; ++k) tile_max[k] = quad_max(tile_max[k]);
+      for (int i = 0; i < size(tSrS); ++i) tile_max[slot_of(i)] = fmaxf(tile_max[slot_of(i)], tSrS(i));
+      CUTE_UNROLL
+      for (int k = 0; k < 2; ++k) tile_max[k] = quad_max(tile_max[k]) * p.scale_log2;  // (scale_log2 > 0)
     };
-    // P = 2^(S - m) into the tile's RoPE slab; adds this thread's share of the row sums to sum.
-    auto write_p = [&](int tile, const float (&m)[2], float (&sum)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
-      seesaw_write_p<Element>(tSrS, thr_s.partition_C(tile_p(buf_of(tile))), m, sum);
+    // This warpgroup's V half of `tile` (in buf) zeroed for rows past the length, before its P V.
+    auto zero_rows_past_length = [&](int tile, int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+      const int valid = max(0, ss.end_token - tile * kTileTokens);
+      if (valid < kTileTokens) {
+        char* rows = reinterpret_cast<char*>(ss.k[buf]);
+        constexpr int kHalfChunks = kHeadDimV / 2 * int(sizeof(Element)) / 16;
+        for (int i = wg_tid; i < (kTileTokens - valid) * kHalfChunks; i += 128) {
+          const int row = valid + i / kHalfChunks, chunk = wg * kHalfChunks + i % kHalfChunks;
+          *reinterpret_cast<uint4*>(rows + swizzled_chunk_offset(row, chunk)) = make_uint4(0, 0, 0, 0);
+        }
+        cutlass::arch::fence_view_async_shared();
+        // both warpgroups zero the same tiles, so both pass the same barriers (racecheck pairs by count)
+        named_barrier_unaligned(kBarWarpgroup + wg, 128);
+      }
     };
-    // This warpgroup's O slice and row sums from maxima `from` to `to` (to >= from).
+    auto v_half = [&](int buf) {
+      Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutVt{});
+      return local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0));
+    };
+    // O_wg += P V_wg of buffer buf, P from this warpgroup's registers / from the tile's RoPE slab
+    auto issue_pv_own = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+      warpgroup_fence_operand(rP);
+      issue_wgmma(mma_or, rP, thr_or.partition_fragment_B(v_half(buf)), tOrO, false);
+      warpgroup_fence_operand(rP);
+    };
+    auto issue_pv_other = [&](int buf) CUTLASS_LAMBDA_FUNC_INLINE {
+      issue_wgmma(mma_o, thr_o.partition_fragment_A(tile_p(buf)), thr_o.partition_fragment_B(v_half(buf)), tOrO,
+                  false);
+    };
+    auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
+    auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
     auto rescale = [&](const float (&from)[2], const float (&to)[2]) CUTLASS_LAMBDA_FUNC_INLINE {
       seesaw_rescale(tOrO, row_sum, from, to);
     };
-    // O_wg += P V_wg of `tile`
-    auto issue_pv = [&](int tile) CUTLASS_LAMBDA_FUNC_INLINE {
-      const int buf = buf_of(tile);
-      Tensor tOrP = thr_o.partition_fragment_A(tile_p(buf));
-      Tensor sVt = make_tensor(make_smem_ptr(ss.k[buf]), typename Cfg::SmemLayoutVt{});
-      Tensor tOrV = thr_o.partition_fragment_B(local_tile(sVt, Shape<_256, _64>{}, make_coord(wg, 0)));
-      issue_wgmma(mma_o, tOrP, tOrV, tOrO, false);
-    };
-    auto wait_pv = [&] {
-      warpgroup_wait<0>();
-      warpgroup_fence_operand(tOrO);
-    };
-    // This warpgroup is done with `tile` (its P V completed): the second warpgroup to say so refills the
-    // buffer with tile + 2, whose page it read ahead.
-    auto release = [&](int tile, int refill_page) CUTLASS_LAMBDA_FUNC_INLINE {
-      if (wg_tid == 0) {
-        const int buf = buf_of(tile);
-        __threadfence_block();
-        if (atomicAdd(&ss.released[buf], 1) == 1) {
-          ss.released[buf] = 0;
-          if (tile + 2 < tile_hi) produce(tile + 2, refill_page);
-        }
-      }
-      __syncwarp();
-    };
-    auto read_page_ahead = [&](int tile) { return wg_tid == 0 && tile + 2 < tile_hi ? page_of(tile + 2) : 0; };
-    auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
-    auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
     float* max_a = ss.row_max[0];
     float* max_b = ss.row_max[1];
 
-    // Each pair ends with both P V complete in both warpgroups, so a buffer's release never waits on the
-    // other buffer's refill (the next pair's S of A is issued after B's release).
     if (tile_lo < tile_hi) {
       if (wg == 0) {
-        issue_qk(tile_lo);
+        wait_group(0, 0);
+        issue_qk(0, Int<0>{}, [&] { wait_group(0, 1); });
+        warpgroup_wait<0>();
         for (int a = tile_lo; a < tile_hi; a += 2) {
-          const int page_a = read_page_ahead(a), page_b = read_page_ahead(a + 1);
+          const bool more = a + 2 < tile_hi;
+          const int page_a = wg_tid == 0 && more ? page_of(a + 2) : 0;
+          const int page_b = wg_tid == 0 && more ? page_of(a + 3) : 0;
           float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
-          warpgroup_wait<0>();  // S_A
           mask_scores(a, tile_max);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
-          write_p(a, m_a, sum_p);
           store_max(max_a, m_a);
-          named_barrier_unaligned(kBarPa, 256);
+          named_barrier_arrive_unaligned(kBarMa, 256);
+          seesaw_exp_p(tSrS, rP, m_a, sum_p, p.scale_log2);
           rescale(row_max, m_a);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
-          issue_pv(a);
-          named_barrier_unaligned(kBarPb, 256);
+          zero_rows_past_length(a, 0);
+          issue_pv_own(0);
+          warpgroup_wait<0>();
+          warpgroup_fence_operand(tOrO);
+          if (wg_tid == 0 && more) produce(a + 2, page_a, 0, 0);
+          named_barrier_unaligned(kBarMb, 256);
           load_max(max_b, m_b);
-          wait_pv();
-          release(a, page_a);
+          {  // P_A in m_B's units, for WG1
+            float factor[2];
+            CUTE_UNROLL
+            for (int k = 0; k < 2; ++k) factor[k] = m_b[k] == kNegInf ? 1.f : fast_exp2(m_a[k] - m_b[k]);
+            CUTE_UNROLL
+            for (int i = 0; i < size(tSrS); ++i) rP(i) = Element(tSrS(i) * factor[slot_of(i)]);
+            seesaw_store_p(rP, thr_s.partition_C(tile_p(0)));
+          }
+          named_barrier_arrive_unaligned(kBarPa, 256);
           rescale(m_a, m_b);
-          issue_pv(a + 1);
-          wait_pv();
-          release(a + 1, page_b);
-          if (a + 2 < tile_hi) issue_qk(a + 2);
+          zero_rows_past_length(a + 1, 1);
+          named_barrier_unaligned(kBarIssued, 256);
+          issue_pv_other(1);
+          // S of the next A (on the last pair: of this A again, never read)
+          if (more) wait_group(0, 0);
+          issue_qk(0, Int<0>{}, [&] {
+            warpgroup_wait<1>();  // P_B V_B,L: buffer B's slabs 0-3 and 8 are free
+            if (wg_tid == 0 && more) produce(a + 3, page_b, 1, 1);
+            if (more) wait_group(0, 1);
+          });
+          warpgroup_wait<0>();
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) row_max[k] = m_b[k];
         }
       } else {
+        wait_group(1, 0);
+        issue_qk(1, Int<4>{}, [&] { wait_group(1, 1); });
+        warpgroup_wait<0>();
         for (int a = tile_lo; a < tile_hi; a += 2) {
           const int b = a + 1;
-          const int page_a = read_page_ahead(a), page_b = read_page_ahead(b);
+          const bool more = a + 2 < tile_hi;
+          const int page_a = wg_tid == 0 && more ? page_of(a + 2) : 0;
+          const int page_b = wg_tid == 0 && more ? page_of(b + 2) : 0;
           float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
-          issue_qk(b);
-          warpgroup_wait<0>();  // S_B
           mask_scores(b, tile_max);
-          named_barrier_unaligned(kBarPa, 256);
+          named_barrier_unaligned(kBarMa, 256);
           load_max(max_a, m_a);
-          rescale(row_max, m_a);
-          issue_pv(a);
-          // softmax B under both warpgroups' P_A V_A
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_b[k] = fmaxf(m_a[k], tile_max[k]);
-          write_p(b, m_b, sum_p);
           store_max(max_b, m_b);
-          // m_A re-read rather than held through softmax B (registers), and before this hand-off: past it,
-          // WG0 may write the next pair's
-          load_max(max_a, m_a);
-          named_barrier_unaligned(kBarPb, 256);
-          wait_pv();
-          rescale(m_a, m_b);
-          release(a, page_a);
+          named_barrier_arrive_unaligned(kBarMb, 256);
+          seesaw_exp_p(tSrS, rP, m_b, sum_p, p.scale_log2);
+          rescale(row_max, m_b);
           CUTE_UNROLL
-          for (int k = 0; k < 2; ++k) {
-            row_sum[k] += sum_p[k];
-            row_max[k] = m_b[k];
-          }
-          issue_pv(b);
-          wait_pv();
-          release(b, page_b);
+          for (int k = 0; k < 2; ++k) row_sum[k] += sum_p[k];
+          seesaw_store_p(rP, thr_s.partition_C(tile_p(1)));  // for WG0's P_B V_B,L
+          zero_rows_past_length(b, 1);
+          issue_pv_own(1);
+          zero_rows_past_length(a, 0);
+          named_barrier_unaligned(kBarPa, 256);
+          issue_pv_other(0);
+          named_barrier_arrive_unaligned(kBarIssued, 256);
+          warpgroup_wait<1>();  // P_B V_B,R: buffer B's slabs 4-7 are free
+          if (wg_tid == 0 && more) produce(b + 2, page_b, 1, 0);
+          warpgroup_wait<0>();  // P_A V_A,R: buffer A's slabs 4-8 are free
+          warpgroup_fence_operand(tOrO);
+          if (wg_tid == 0 && more) produce(a + 2, page_a, 0, 1);
+          // S of the next B (on the last pair: of A, which nothing writes any more; never read)
+          if (more) wait_group(1, 0);
+          issue_qk(more ? 1 : 0, Int<4>{}, [&] {
+            if (more) wait_group(1, 1);
+          });
+          warpgroup_wait<0>();
+          CUTE_UNROLL
+          for (int k = 0; k < 2; ++k) row_max[k] = m_b[k];
         }
       }
       // nothing is in flight here; saying so lets ptxas reuse S's registers in the epilogue
@@ -283,8 +349,8 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
     }
 
     // (read here rather than held through the loop: registers are at the limit)
-    const RequestSplit split = request_split(p, part, req);
-    store_attention_output<Element, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum,
+    const RequestSplit split = request_split(p, my_part(), req);
+    store_attention_output<Element, false, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum,
                                            int(blockIdx.x) % ((p.rows + kTileRows - 1) / kTileRows),
                                            int(blockIdx.x) / ((p.rows + kTileRows - 1) / kTileRows) % p.h_kv, req,
                                            split.slot, split.n_splits);

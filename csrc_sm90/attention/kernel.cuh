@@ -64,7 +64,6 @@
 #include "../common/device_utils.cuh"
 #include "../common/params.h"
 #include "decode_seesaw.cuh"
-#include "decode_staggered.cuh"
 #include "epilogue.cuh"
 #include "fp8_v32.cuh"
 #include "sparse_fp8_decode.cuh"
@@ -343,8 +342,7 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   if constexpr (kSource == KeySource::kPaged && kD == 576) {
-    if (p.use_tma && p.seesaw == 2) return launch_decode_staggered<Element>(p, num_parts, stream);
-    if (p.use_tma && p.seesaw == 1) return launch_decode_seesaw<Element>(p, num_parts, stream);
+    if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
   }
   if constexpr (kSource == KeySource::kIndexed) {
     if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD>(p, num_parts, stream);

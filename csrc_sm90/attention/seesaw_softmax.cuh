@@ -1,5 +1,5 @@
-// The softmax steps of the seesaw schedule (decode_seesaw.cuh, sparse_seesaw.cuh), per warpgroup: a 64 x 64
-// score tile S and a 64 x 256 slice of O in wgmma accumulators, of which this thread holds two rows
+// The softmax steps of the seesaw schedule (decode_seesaw.cuh, sparse_seesaw.cuh, sparse_fp8_decode.cuh), per
+// warpgroup: a 64 x 64 score tile S and a 64 x 256 slice of O in wgmma accumulators, of which this thread holds two rows
 // (my_row0 and my_row0 + 8: accumulator value v is in row slot (v / 2) % 2), with running maxima in log2
 // units and its share of the row sums.
 #pragma once
@@ -30,16 +30,17 @@ __device__ __forceinline__ void seesaw_write_p(const FragS& tSrS, const TensorP&
   cutlass::arch::fence_view_async_shared();
 }
 
-// P = 2^(S - m) in place (float) and as 16-bit values in rP (S's accumulator order, which is also the order
-// of a register A operand: see decode_staggered.cuh); adds this thread's share of the row sums to sum.
+// P = 2^(scale S - m) in place (float) and as 16-bit values in rP (S's accumulator order, which is also the
+// order of a register A operand: see decode_seesaw.cuh); adds this thread's share of the row sums to sum.
 template <class FragS, class FragP>
-__device__ __forceinline__ void seesaw_exp_p(FragS& tSrS, FragP& rP, const float (&m)[2], float (&sum)[2]) {
+__device__ __forceinline__ void seesaw_exp_p(FragS& tSrS, FragP& rP, const float (&m)[2], float (&sum)[2],
+                                             float scale) {
   using Element = typename FragP::value_type;
   CUTE_UNROLL
   for (int i = 0; i < cute::size(tSrS); ++i) {
     const int k = seesaw_slot_of(i);
     const float m_use = m[k] == -INFINITY ? 0.f : m[k];
-    tSrS(i) = fast_exp2(tSrS(i) - m_use);
+    tSrS(i) = fast_exp2(fmaf(tSrS(i), scale, -m_use));
     sum[k] += tSrS(i);
     rP(i) = Element(tSrS(i));
   }

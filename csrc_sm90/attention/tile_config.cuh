@@ -33,13 +33,13 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
     float row_max[2][kTileRows];
     float row_sum[2][kTileRows];
     uint8_t key_valid[2][kTileTokens];  // sparse: which keys of each KV buffer are real
-    // dense with TMA: the tile of each KV buffer has landed (decode_staggered.cuh: slab group g of buffer b, 2b + g)
+    // dense with TMA: the tile of each KV buffer has landed (decode_seesaw.cuh: slab group g of buffer b, 2b + g)
     alignas(8) uint64_t kv_full[4];
     int released[2];                    // seesaw: warpgroups done with each buffer's tile (the second refills it)
     // seesaw: the current request's last visible key per query row, end of this CTA's keys, last real
     // tile (read where used: registers are at their limit through the loop)
     int row_last_key[kTileRows];
-    int end_token, tile_real;
+    int end_token, tile_real, min_last_key;
   };
   static constexpr int kThreads = 256;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack

@@ -59,10 +59,9 @@ struct AttentionParams {
   bool causal;
   // Dense decode with page_size a multiple of 64: the cache as a TMA tensor (d_qk, page_size, h_kv,
   // num_blocks), boxes of 64 x 64 x 1 x 1 with the 128-byte swizzle; use_tma false: cp.async gather.
-  // seesaw: d_qk 576 TMA tiles go to attention/decode_seesaw.cuh (1) or decode_staggered.cuh (2) rather
-  // than this file's two-buffer loop (0); the binding says when.
+  // seesaw: d_qk 576 TMA tiles go to attention/decode_seesaw.cuh (the binding says when).
   bool use_tma;
-  int seesaw;
+  bool seesaw;
   // sparse_seesaw: indexed rows go to the producer/consumer kernels (bf16: attention/sparse_seesaw.cuh,
   // fp8_v32: attention/sparse_fp8_decode.cuh)
   bool sparse_seesaw;

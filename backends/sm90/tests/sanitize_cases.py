@@ -28,7 +28,7 @@ if __name__ == "__main__":
     # odd tile counts, a split request
     case(40, [0, 1, 65, 129, 9000] + [300] * 35, 128, 1, 1, 64, torch.bfloat16, 576, sink=True)
     case(3, [130, 0, 64], 128, 1, 2, 64, torch.float16, 576, deterministic=True)
-    # the staggered seesaw (three or more 64-row query tiles: s_q 2 here), the same lengths
+    # the same with s_q 2 (four query tiles per KV head, causal limits differing between rows)
     case(40, [0, 1, 65, 129, 9000] + [300] * 35, 128, 1, 2, 64, torch.bfloat16, 576, sink=True)
     # sparse prefill: invalid indices, topk_length, GQA, topk not a multiple of 64, sink
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -57,23 +57,20 @@ def test_against_reference_realistic(b, h_q, s_q, page, lens):
     torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
 
 
-# Shapes the seesaw kernels serve (csrc_sm90/attention/decode_seesaw.cuh, decode_staggered.cuh; with
-# FLASHMLA_SM90_SEESAW=0 the two-buffer kernel serves them instead): the binding picks them for d_qk 576,
-# page_size a multiple of 64, more than 64 query rows per KV head, and plans whose parts average at least
-# half a request: here deterministic plans, or b = 80 requests over the 66 parts of an H100 plan), the
-# staggered form by default for three or more 64-row query tiles. Each shape runs on both kernels
-# (FLASHMLA_SM90_SEESAW=1 / 2, read per call). Lengths cover empty requests, odd tile counts (a phantom
-# tile), partial tiles and requests split across parts.
+# Shapes the seesaw kernel serves (csrc_sm90/attention/decode_seesaw.cuh; with FLASHMLA_SM90_SEESAW=0 the
+# two-buffer kernel serves them instead): the binding picks it for d_qk 576, page_size a multiple of 64, more
+# than 64 query rows per KV head, and plans whose parts average at least half a request: here deterministic
+# plans, or b = 80 requests over the 66 parts of an H100 plan). Lengths cover empty requests, odd tile
+# counts (a phantom tile), partial tiles, requests split across parts, and (s_q 2) causal limits that differ
+# between the rows of a tile.
 SEESAW_LENS = [0, 1, 63, 64, 65, 129, 191, 4096, 40000]
 
 
-@pytest.mark.parametrize("kernel", ["1", "2"], ids=["seesaw", "staggered"])
 @pytest.mark.parametrize("b,h_q,s_q,page,dtype,deterministic", [
     (80, 128, 1, 64, torch.bfloat16, False), (80, 128, 2, 128, torch.bfloat16, False),
     (9, 128, 2, 64, torch.float16, True), (9, 96, 1, 256, torch.bfloat16, True),
 ])
-def test_seesaw_shapes_against_reference(b, h_q, s_q, page, dtype, deterministic, kernel, monkeypatch):
-    monkeypatch.setenv("FLASHMLA_SM90_SEESAW", kernel)
+def test_seesaw_shapes_against_reference(b, h_q, s_q, page, dtype, deterministic):
     g = torch.Generator().manual_seed(b + h_q + s_q)
     lens = SEESAW_LENS + [int(x) for x in torch.randint(1, 6000, (b - len(SEESAW_LENS),), generator=g)]
     q, cache, table, seqlens = paged(b, lens, h_q, s_q=s_q, page=page, dtype=dtype)
