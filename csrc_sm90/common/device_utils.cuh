@@ -21,11 +21,6 @@ __device__ __forceinline__ void named_barrier(int id, int threads) {
 __device__ __forceinline__ void named_barrier_unaligned(int id, int threads) {
   asm volatile("barrier.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
-// Arrival without waiting (a producer's side of a hand-off; the consumers barrier.sync on the same id with
-// the same thread count). Orders this thread's earlier memory accesses before the consumers' later ones.
-__device__ __forceinline__ void named_barrier_arrive_unaligned(int id, int threads) {
-  asm volatile("barrier.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
 
 // A 32-bit store to shared memory through a generic pointer (cute's swizzled smem tensors hand out
 // generic addresses: stored through, they would be generic st, not st.shared). Ordered before the
