@@ -178,9 +178,9 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       FullBarrier::wait(&ss.kv_full[bit], (kv_phase >> bit) & 1);
       kv_phase ^= 1u << bit;
     };
-    // S = Q K^T against buffer buf, k-blocks of slab group `early` then of the other (the caller waits for
-    // each group's barrier in between, through wait_late).
-    auto issue_qk = [&](int buf, auto early_first_slab, auto wait_late) CUTLASS_LAMBDA_FUNC_INLINE {
+    // S = Q K^T against buffer buf as two wgmma groups: the k-blocks of the early slab group (its first slab
+    // given), then between() (the caller's waits: the late group's barrier, a refill), then the late group's.
+    auto issue_qk = [&](int buf, auto early_first_slab, auto between) CUTLASS_LAMBDA_FUNC_INLINE {
       // Q's 36 operand descriptors are made here from an opaque pointer: made once outside the loop,
       // they would stay live in 72 registers (ptxas spilled with them)
       Element* q_smem = ss.q;
@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
       mma_s.accumulate_ = GMMA::ScaleOut::Zero;
       gemm_kblocks<kEarly, kEarly + 16>(mma_s, tSrQ, tSrK, tSrS);
       warpgroup_commit_batch();
-      wait_late();
+      between();
       warpgroup_arrive();
       if constexpr (kEarly == 0) {
         gemm_kblocks<16, 36>(mma_s, tSrQ, tSrK, tSrS);

@@ -13,11 +13,13 @@
 
 namespace flashmla_sm90 {
 
-// kRoleSplit: the two warpgroups run this from different code, one of them within 168 registers (the fp8
-// producer kernel): the row-sum hand-off is an unaligned barrier, and output addresses are a per-row base
-// at the thread's first column plus each column's compile-time distance from it (from the pointer itself,
-// each column's 64-bit offset is computed and held in registers, which spills there; the kernels at 255
-// registers spill with the base form instead).
+// kRoleSplit: for kernels whose registers are at their limit around this call (the fp8 producer kernel, whose
+// two warpgroups run it from different code, one within 168 registers; the dense seesaw): the row-sum
+// hand-off is an unaligned barrier, the inputs are opaque (nothing derived from them is hoisted out of the
+// request loop and held), and output addresses are a per-row base at the thread's first column plus each
+// column's compile-time distance from it (from the pointer itself, each column's 64-bit offset is computed
+// and held in registers, which spills there; the two-buffer and sparse seesaw kernels spill with the base
+// form instead).
 template <typename Element, bool kSparse, bool kRoleSplit = false, class FragO, class CoordO>
 __device__ __forceinline__ void store_attention_output(const AttentionParams& p, float (*row_sum_smem)[kTileRows],
                                                        int barrier_id, FragO& tOrO, const CoordO& tOcO,
