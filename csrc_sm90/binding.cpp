@@ -269,6 +269,8 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   // (read per call: a test compares the fp8 and bf16 forms of that kernel bit for bit)
   p.sparse_seesaw = !env_equals("FLASHMLA_SM90_SPARSE_SEESAW", "0");
   p.fp8_shared_dequant = !env_equals("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0");
+  // with_max_logits: the prefill form (FLASHMLA_SM90_L2_KEEP_KV=0 turns the cache policy off, for A/B; read per call)
+  p.l2_keep_kv = with_max_logits && !env_equals("FLASHMLA_SM90_L2_KEEP_KV", "0");
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
   if (may_split) combine(p, num_parts, dtype_of(q), stream);

@@ -23,7 +23,9 @@
 // prefetch hint). Invalid keys (index < 0 or >= capacity, past topk_length, or past this
 // part's tiles: the phantom B that pads an odd count) are zero-filled, never read, and masked through a
 // per-buffer validity byte that the producer writes before it arrives on the buffer's L full barrier
-// (count 256: 128 cp.async completions + 128 release arrivals).
+// (count 256: 128 cp.async completions + 128 release arrivals). Sparse prefill (AttentionParams::l2_keep_kv):
+// the gathers carry an evict_last L2 policy and the Q loads evict_first, since every query token gathers from
+// the same kv while each token's Q is read once (h128 prefill 1-2 % faster, docs/benchmarks/sm90-sparse.md).
 //
 // Measured (H100, docs/benchmarks/sm90-sparse.md): sparse prefill h128 6490 -> ~5000 us, bf16 sparse decode
 // h128 s_q 2 519 -> ~390 us against the two-buffer kernel. fp8_v32 rows go to sparse_fp8_decode.cuh:
@@ -71,8 +73,10 @@ struct SparseSeesawConfig {
 
 // 16 bytes global -> shared through the L2, zero-filled when !valid. No L2 prefetch hint: with .L2::256B
 // (each of a row's 8 threads per slab asking for 256 bytes) the rows measured 3-6 % slower, .L2::128B 1-3 %.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+// `policy`: l2_policy_keep's (evict_last for the prefill's kv, else the default).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0), "l"(policy));
 }
 
 template <typename Element, int kD>
@@ -138,6 +142,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     auto row_of = [&](int idx) {  // a valid index's cache row
       return kv + cache_slot_offset(p, idx);
     };
+    const uint64_t kv_policy = l2_policy_keep(p.l2_keep_kv);
     // slabs [s_begin, s_end) of this thread's 4 rows of a tile
     auto copy_slabs = [&](uint32_t tile, const Element* const (&src)[4], const bool (&valid)[4], auto s_begin,
                           auto s_end) CUTLASS_LAMBDA_FUNC_INLINE {
@@ -145,7 +150,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       for (int s = decltype(s_begin)::value; s < decltype(s_end)::value; ++s) {
         CUTE_UNROLL
         for (int i = 0; i < 4; ++i) {
-          cp_async_16(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i]);
+          cp_async_16(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i], kv_policy);
         }
       }
     };
@@ -286,7 +291,11 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
 
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const Run run = run_of(req, sparse_key_count(p, req));
-    load_q_tile<kD>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);  // by the consumers' 256 threads
+    if (p.l2_keep_kv) {  // by the consumers' 256 threads; Q streams through the L2 where the kv stays
+      load_q_tile<kD, Element, true>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);
+    } else {
+      load_q_tile<kD>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);
+    }
     named_barrier(kBarConsumers, 256);
     row_max[0] = row_max[1] = kNegInf;
     row_sum[0] = row_sum[1] = 0.f;

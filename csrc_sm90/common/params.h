@@ -68,6 +68,9 @@ struct AttentionParams {
   // fp8_v32 on sparse_fp8_decode.cuh: its PV-only warpgroup dequantizes a quarter of every tile
   // (FLASHMLA_SM90_FP8_SHARED_DEQUANT=0: the producer all of it, for A/B measurements)
   bool fp8_shared_dequant;
+  // sparse prefill (sparse_seesaw.cuh): every query token gathers from the same kv, so its rows are kept in
+  // the L2 (evict_last) while each token's Q, read once, streams through (evict_first)
+  bool l2_keep_kv;
   CUtensorMap kv_tma;
 };
 
