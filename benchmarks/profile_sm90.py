@@ -57,7 +57,7 @@ def plans(row_ids, part_counts=()):
         rows = w.s_q * w.h_q // w.h_kv
         default = ext.default_num_parts(q, w.h_kv, rows)
         variants = {f"default ({default} parts)": ext.plan(seqlens, default, False),
-                    "one part per request": ext.plan(seqlens, 1, True)}
+                    "one part per request": ext.plan(seqlens, 0, True)}
         for parts in (default // 2, default * 2, *part_counts):
             variants[f"{parts} parts"] = ext.plan(seqlens, parts, False)
         for name, (schedule, num_splits) in variants.items():

@@ -3,7 +3,8 @@
 // Each request costs ceil(seqlen / 64) tiles plus a fixed overhead; the concatenated costs are cut
 // into num_parts equal runs, one per CTA column of the decode grid. A part covers a contiguous range
 // of (request, tile) pairs; a request touched by n parts has n splits, merged by the combine kernel.
-// Deterministic plans give every request one part of its own (no split): batch invariant. Uniform
+// Deterministic plans give every request one part of its own (no split), or with fewer parts than requests
+// a contiguous run of whole requests per part (persistent CTAs): batch invariant either way. Uniform
 // plans (sparse decode: every run is topk keys) cut every request into k equal parts.
 // A split costs a float32 partial write and the combine: when there are parts for all requests and
 // none costs more than kSplitWorthOverheadPercent above an equal cut, whole requests are the faster plan
@@ -60,10 +61,16 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) 
     }
     return;
   }
-  auto whole_requests = [&] {  // part i = request i, whole
+  // Every request whole: part i = request i, or with fewer parts than requests, part i = the requests
+  // [i b / num_parts, (i + 1) b / num_parts) (persistent CTAs: one launch wave, and a CTA's producer runs on
+  // into its next request's tiles).
+  auto whole_requests = [&] {
     for (int i = threadIdx.x; i <= b; i += blockDim.x) p.num_splits[i] = i;
     for (int i = threadIdx.x; i < p.num_parts; i += blockDim.x) {
-      p.schedule[i] = i < b ? SchedulePart{i, 0, i, 1 << 30, i, 0, 0, 0} : SchedulePart{1, 0, 0, 0, 0, 0, 0, 0};
+      const int lo = p.num_parts >= b ? i : int(int64_t(i) * b / p.num_parts);
+      const int hi = p.num_parts >= b ? i + 1 : int(int64_t(i + 1) * b / p.num_parts);
+      p.schedule[i] = lo < min(hi, b) ? SchedulePart{lo, 0, hi - 1, 1 << 30, lo, 0, 0, 0}
+                                      : SchedulePart{1, 0, 0, 0, 0, 0, 0, 0};
     }
   };
   if (p.deterministic) {

@@ -90,7 +90,8 @@ class SM90Backend(Backend):
             return self._plan_sparse(cache_seqlens, key.batch_size * key.q_len, key.topk,
                                      key.rows_per_kv_head // key.q_len, key.deterministic)
         num_parts = self.ext.default_num_parts(cache_seqlens, key.num_kv_heads, key.rows_per_kv_head)
-        schedule, num_splits = self.ext.plan(cache_seqlens, num_parts, key.deterministic)
+        # deterministic: a part per request (0); requests of unequal lengths would unbalance grouped parts
+        schedule, num_splits = self.ext.plan(cache_seqlens, 0 if key.deterministic else num_parts, key.deterministic)
         return schedule, num_splits
 
     def _plan_sparse(self, like, tokens, topk, h_q, deterministic):
@@ -100,7 +101,7 @@ class SM90Backend(Backend):
         (one, no split and no combine, once the tokens alone fill them)."""
         work = torch.full((tokens,), topk, dtype=torch.int32, device=like.device)
         if deterministic:
-            return self.ext.plan(work, 1, True)
+            return self.ext.plan(work, 0, True)  # a part per token (the binding groups them into persistent CTAs)
         ctas_per_sm_pass = self.ext.default_num_parts(like, 1, h_q)  # SMs / CTAs per token (m-tiles)
         splits = max(1, min(ctas_per_sm_pass // max(tokens, 1), -(-topk // 64)))
         return self.ext.plan(work, tokens * splits, False, splits)

@@ -74,5 +74,16 @@ if __name__ == "__main__":
     # h_q 96: two m-tiles (the second CTA's rows half empty)
     q = torch.randn(3, 2, 96, 576, device="cuda", generator=g).bfloat16()
     attention.sparse_decode(q, packed, idx, topk_length=lengths)
+    # more query tokens than one wave of CTAs, with topk_length 0 and partial tiles among them: sparse prefill
+    # (h_q 128) on persistent CTAs, each a run of whole tokens; fp8_v32 decode (h_q 128, s_q 2), a CTA per token
+    q = torch.randn(300, 128, 576, device="cuda", generator=g).bfloat16()
+    kv = torch.randn(500, 1, 576, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-3, 510, (300, 1, 128), device="cuda", generator=g).int()
+    attention.sparse_prefill(q, kv, idx, softmax_scale=0.04,
+                             topk_length=torch.randint(0, 129, (300,), dtype=torch.int32, device="cuda", generator=g))
+    q = torch.randn(80, 2, 128, 576, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-3, 290, (80, 2, 128), device="cuda", generator=g).int()
+    attention.sparse_decode(q, packed, idx, topk_length=torch.randint(0, 129, (80,), dtype=torch.int32, device="cuda",
+                                                                      generator=g))
     torch.cuda.synchronize()
     print("sanitize cases ran")

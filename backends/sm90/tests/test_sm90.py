@@ -156,8 +156,9 @@ def _sparse_decode_inputs(b, s_q, h_q, page, topk, kv_format, seed=1):
     return q, cache, idx, lengths
 
 
+# the last two: more query tokens than one wave of CTAs
 SPARSE_DECODE_SHAPES = [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100), (64, 1, 64, 64, 2048), (2, 3, 8, 64, 64),
-                        (3, 1, 96, 16, 320)]
+                        (3, 1, 96, 16, 320), (150, 2, 32, 64, 128), (100, 2, 128, 16, 192)]
 
 
 @pytest.mark.parametrize("kv_format", ["bf16", "fp8_v32"])
