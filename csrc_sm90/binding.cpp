@@ -279,6 +279,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.fp8_shared_dequant = !env_equals("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0");
   // with_max_logits: the prefill form (FLASHMLA_SM90_L2_KEEP_KV=0 turns the cache policy off, for A/B; read per call)
   p.l2_keep_kv = with_max_logits && !env_equals("FLASHMLA_SM90_L2_KEEP_KV", "0");
+  p.q_by_producer = !env_equals("FLASHMLA_SM90_Q_BY_PRODUCER", "0");  // A/B switch, read per call
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
   if (may_split) combine(p, num_parts, dtype_of(q), stream);

@@ -9,7 +9,10 @@
 // Thread roles (384 threads; setmaxnreg: consumers 216 registers, producer 72):
 //   WG0 (consumer): S_A = Q K_A^T, softmax A (P_A), O_0 += P_A V_A,0 then P_B V_B,0
 //   WG1 (consumer): S_B = Q K_B^T, O_1 += P_A V_A,1, softmax B under it (P_B), O_1 += P_B V_B,1
-//   WG2 (producer): gathers tiles into the buffers, half-buffer by half-buffer, as they are released
+//   WG2 (producer): gathers tiles into the buffers, half-buffer by half-buffer, as they are released; loads
+//        each request's Q tile once both consumers' last Q K^T of the request before has completed (mbarriers
+//        q_empty / q_full), so that the load runs under their last P V and epilogue (a CTA runs many requests
+//        in sparse prefill; FLASHMLA_SM90_Q_BY_PRODUCER=0: the consumers load it at the request's start)
 // The consumers' hand-offs are those of decode_seesaw.cuh (named barriers 1: P_A and m_A ready, 2: P_B and
 // m_B ready). P of a tile lives in its RoPE slab for d_qk 576 (read only by that tile's Q K^T), in a
 // buffer of its own for d_qk 512.
@@ -65,6 +68,8 @@ struct SparseSeesawConfig {
     uint8_t key_valid[2][kTileTokens];  // per buffer: which keys are real
     alignas(8) uint64_t full[2][2];     // [buffer][half]: the half has landed
     alignas(8) uint64_t empty[2][2];    // [buffer][half]: its readers are done with it
+    alignas(8) uint64_t q_full;         // the request's Q tile has landed
+    alignas(8) uint64_t q_empty;        // both consumers have issued their last Q K^T of the request before
   };
   static constexpr int kThreads = 384;
   static constexpr int kSmemBytes = sizeof(SharedStorage) + 1024;  // + alignment slack
@@ -73,7 +78,7 @@ struct SparseSeesawConfig {
 
 // 16 bytes global -> shared through the L2, zero-filled when !valid. No L2 prefetch hint: with .L2::256B
 // (each of a row's 8 threads per slab asking for 256 bytes) the rows measured 3-6 % slower, .L2::128B 1-3 %.
-// `policy`: l2_policy_keep's (evict_last for the prefill's kv, else the default).
+// `policy`: from l2_policy (evict_last for the prefill's kv, else the default).
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid, uint64_t policy) {
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0), "l"(policy));
@@ -112,6 +117,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       Barrier::init(&ss.empty[b][0], 128);
       Barrier::init(&ss.empty[b][1], 256);
     }
+    Barrier::init(&ss.q_full, 128);   // the producer's cp.async completions (noinc)
+    Barrier::init(&ss.q_empty, 256);  // the consumers
     cutlass::arch::fence_barrier_init();
   }
   __syncthreads();
@@ -142,7 +149,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     auto row_of = [&](int idx) {  // a valid index's cache row
       return kv + cache_slot_offset(p, idx);
     };
-    const uint64_t kv_policy = l2_policy_keep(p.l2_keep_kv);
+    // the prefill's kv stays in the L2 while each token's Q streams through it
+    const uint64_t kv_policy = l2_policy(p.l2_keep_kv ? L2Hint::kKeep : L2Hint::kNormal);
+    const uint64_t q_policy = l2_policy(p.l2_keep_kv ? L2Hint::kStream : L2Hint::kNormal);
     // slabs [s_begin, s_end) of this thread's 4 rows of a tile
     auto copy_slabs = [&](uint32_t tile, const Element* const (&src)[4], const bool (&valid)[4], auto s_begin,
                           auto s_end) CUTLASS_LAMBDA_FUNC_INLINE {
@@ -154,8 +163,24 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
         }
       }
     };
-    uint32_t phase = 1;  // empty barriers: the first wait of each passes at once
+    uint32_t phase = 1;    // empty barriers: the first wait of each passes at once
+    uint32_t q_free = 1;   // q_empty's, the same way
     for (int req = part.begin_req; req <= part.end_req; ++req) {
+      // The request's Q tile, once the consumers' last Q K^T of the request before has completed: its load
+      // runs under their last P V and epilogue (thread t: chunks t % 4 + 4 j of rows t / 4 and t / 4 + 32).
+      if (p.q_by_producer) {
+        Barrier::wait(&ss.q_empty, q_free);
+        q_free ^= 1;
+        int copy_row = wg_tid / 4, copy_chunk0 = wg_tid % 4;
+        asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));  // opaque: else their offsets are held (spilled)
+        CUTE_UNROLL
+        for (int half = 0; half < 2; ++half) {
+          load_q_tile_rows<kD * int(sizeof(Element)) / 16, Element, true>(
+              p, static_cast<const Element*>(p.q), p.h_q / p.h_kv, ss.q, m_tile, kvh, req, copy_row + 32 * half,
+              copy_chunk0, q_policy);
+        }
+        cutlass::arch::cpasync_barrier_arrive_noinc(&ss.q_full);
+      }
       const Run run = run_of(req, sparse_key_count(p, req));
       const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
       auto index_of = [&](int tile, int i) {
@@ -289,14 +314,15 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
   auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
 
+  uint32_t q_phase = 0;  // parity of this request's Q tile
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const Run run = run_of(req, sparse_key_count(p, req));
-    if (p.l2_keep_kv) {  // by the consumers' 256 threads; Q streams through the L2 where the kv stays
-      load_q_tile<kD, Element, true>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);
+    if (p.q_by_producer) {
+      Barrier::wait(&ss.q_full, q_phase);
     } else {
-      load_q_tile<kD>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);
+      load_q_tile<kD>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);  // by the consumers' 256 threads
+      named_barrier(kBarConsumers, 256);
     }
-    named_barrier(kBarConsumers, 256);
     row_max[0] = row_max[1] = kNegInf;
     row_sum[0] = row_sum[1] = 0.f;
     clear(tOrO);
@@ -307,6 +333,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
         for (int a = run.lo; a < run.hi; a += 2) {
           float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
           warpgroup_wait<0>();  // S_A
+          if (a + 2 >= run.hi) Barrier::arrive(&ss.q_empty);  // the request's last Q K^T of this warpgroup
           mask_scores(0, tile_max);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
@@ -331,6 +358,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
           issue_qk(1);
           warpgroup_wait<0>();  // S_B
+          if (a + 2 >= run.hi) Barrier::arrive(&ss.q_empty);
           mask_scores(1, tile_max);
           named_barrier_unaligned(kBarPa, 256);
           load_max(max_a, m_a);
@@ -360,7 +388,10 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       // nothing is in flight here; saying so lets ptxas reuse S's registers in the epilogue
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
+    } else {
+      Barrier::arrive(&ss.q_empty);
     }
+    q_phase ^= 1;
 
     const RequestSplit split = request_split(p, part, req);
     // m_tile and kvh laundered: addresses derived from them were hoisted out of the request loop and spilled
@@ -368,7 +399,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
     store_attention_output<Element, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
                                           out_kvh, req, split.slot, split.n_splits);
-    named_barrier(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
+    named_barrier(kBarConsumers, 256);  // row_sum (and the consumers' Q tile) are reused by the next request
   }
 #endif
 }

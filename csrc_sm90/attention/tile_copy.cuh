@@ -29,11 +29,15 @@ __device__ __forceinline__ int64_t cache_slot_offset(const AttentionParams& p, i
   return int64_t(slot / page_size) * p.kv_stride_block + int64_t(slot % page_size) * p.kv_stride_page;
 }
 
-// An L2 cache policy for cp.async's .L2::cache_hint: lines kept (evict_last) or the default (evict_normal).
-__device__ __forceinline__ uint64_t l2_policy_keep(bool keep) {
+// An L2 cache policy (for cp.async's .L2::cache_hint): lines kept (evict_last), read once (evict_first) or the
+// default (evict_normal).
+enum class L2Hint { kNormal, kKeep, kStream };
+__device__ __forceinline__ uint64_t l2_policy(L2Hint hint) {
   uint64_t policy;
-  if (keep) {
+  if (hint == L2Hint::kKeep) {
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(policy));
+  } else if (hint == L2Hint::kStream) {
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
   } else {
     asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;\n" : "=l"(policy));
   }
@@ -41,10 +45,12 @@ __device__ __forceinline__ uint64_t l2_policy_keep(bool keep) {
 }
 
 // Copies the 16-byte chunks chunk0, chunk0 + 4, ... (chunk0 < 4) of one row, zero-filled when
-// !valid (kStream: evict_first in the L2, for data read once). Chunk chunk0 + 4i lands in slab i / 2 at unit (chunk0 + 4 (i % 2)) ^ (row % 8): two base
-// offsets plus compile-time slab strides, so the unrolled copies need no per-chunk arithmetic.
-template <int kChunks, bool kStream = false>
-__device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chunk0, bool valid, const void* src) {
+// !valid (kHinted: with the L2 cache policy `policy`). Chunk chunk0 + 4i lands in slab i / 2 at unit
+// (chunk0 + 4 (i % 2)) ^ (row % 8): two base offsets plus compile-time slab strides, so the unrolled copies
+// need no per-chunk arithmetic.
+template <int kChunks, bool kHinted = false>
+__device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chunk0, bool valid, const void* src,
+                                              uint64_t policy = 0) {
   const uint32_t tile = static_cast<uint32_t>(__cvta_generic_to_shared(smem_tile));
   const uint32_t even = tile + swizzled_chunk_offset(row, chunk0);
   const uint32_t odd = tile + swizzled_chunk_offset(row, chunk0 + 4);
@@ -53,10 +59,9 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
   CUTE_UNROLL
   for (int i = 0; i < kChunks / 4; ++i) {
     const uint32_t dst = ((i & 1) ? odd : even) + (i >> 1) * (64 * 128);
-    if constexpr (kStream) {
-      asm volatile("{\n .reg .b64 policy;\n createpolicy.fractional.L2::evict_first.b64 policy, 1.0;\n"
-                   " cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, policy;\n}\n" ::"r"(dst),
-                   "l"(from + i * 64), "r"(src_bytes));
+    if constexpr (kHinted) {
+      asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst),
+                   "l"(from + i * 64), "r"(src_bytes), "l"(policy));
     } else {
       asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(from + i * 64), "r"(src_bytes));
     }
@@ -65,10 +70,10 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
 
 // This thread's share of the CTA's Q tile (64 rows of one KV head, s_q-major; rows past the problem's
 // rows are zero): chunks copy_chunk0, copy_chunk0 + 4, ... of row copy_row, by cp.async (uncommitted).
-template <int kChunks, typename Element, bool kStream = false>
+template <int kChunks, typename Element, bool kHinted = false>
 __device__ __forceinline__ void load_q_tile_rows(const AttentionParams& p, const Element* q, int heads_per_kv,
                                                  Element* smem_q, int m_tile, int kvh, int req, int copy_row,
-                                                 int copy_chunk0) {
+                                                 int copy_chunk0, uint64_t policy = 0) {
   const int grow = m_tile * kTileRows + copy_row;
   const bool valid = grow < p.rows;
   const Element* src = q;
@@ -76,19 +81,19 @@ __device__ __forceinline__ void load_q_tile_rows(const AttentionParams& p, const
     const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
     src = q + req * p.q_stride_b + j * p.q_stride_s + h * p.q_stride_h;
   }
-  load_tile_row<kChunks, kStream>(smem_q, copy_row, copy_chunk0, valid, src);
+  load_tile_row<kChunks, kHinted>(smem_q, copy_row, copy_chunk0, valid, src, policy);
 }
 
 // The CTA's whole Q tile by cp.async from the 256 compute threads (thread tid: row tid / 4), waited for
 // and fenced for wgmma reads; the caller then synchronizes those threads. Row and chunk are opaque:
 // hoisted out of a request loop, their swizzled offsets were held in registers (and spilled).
-template <int kD, typename Element, bool kStream = false>
+template <int kD, typename Element>
 __device__ __forceinline__ void load_q_tile(const AttentionParams& p, int heads_per_kv, Element* smem_q, int m_tile,
                                             int kvh, int req, int tid) {
   int copy_row = tid / 4, copy_chunk0 = tid % 4;
   asm volatile("" : "+r"(copy_row), "+r"(copy_chunk0));
-  load_q_tile_rows<kD * int(sizeof(Element)) / 16, Element, kStream>(p, static_cast<const Element*>(p.q), heads_per_kv,
-                                                                     smem_q, m_tile, kvh, req, copy_row, copy_chunk0);
+  load_q_tile_rows<kD * int(sizeof(Element)) / 16>(p, static_cast<const Element*>(p.q), heads_per_kv, smem_q, m_tile,
+                                                   kvh, req, copy_row, copy_chunk0);
   cp_async_commit();
   cp_async_wait<0>();
   cutlass::arch::fence_view_async_shared();
