@@ -10,9 +10,10 @@
 //   WG0 (consumer): S_A = Q K_A^T, softmax A (P_A), O_0 += P_A V_A,0 then P_B V_B,0
 //   WG1 (consumer): S_B = Q K_B^T, O_1 += P_A V_A,1, softmax B under it (P_B), O_1 += P_B V_B,1
 //   WG2 (producer): gathers tiles into the buffers, half-buffer by half-buffer, as they are released; loads
-//        each request's Q tile once both consumers' last Q K^T of the request before has completed (mbarriers
-//        q_empty / q_full), so that the load runs under their last P V and epilogue (a CTA runs many requests
-//        in sparse prefill; FLASHMLA_SM90_Q_BY_PRODUCER=0: the consumers load it at the request's start)
+//        the Q tile of each request after the part's first once both consumers' last Q K^T of the request
+//        before has completed (mbarriers q_empty / q_full), so that the load runs under their last P V and
+//        epilogue (sparse prefill: a CTA runs many tokens). The consumers load the first request's Q
+//        themselves (and every one with FLASHMLA_SM90_Q_BY_PRODUCER=0), beside the producer's first gathers.
 // The consumers' hand-offs are those of decode_seesaw.cuh (named barriers 1: P_A and m_A ready, 2: P_B and
 // m_B ready). P of a tile lives in its RoPE slab for d_qk 576 (read only by that tile's Q K^T), in a
 // buffer of its own for d_qk 512.
@@ -164,11 +165,12 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       }
     };
     uint32_t phase = 1;    // empty barriers: the first wait of each passes at once
-    uint32_t q_free = 1;   // q_empty's, the same way
+    uint32_t q_free = 0;   // parity of the q_empty phase to wait for (the consumers' arrivals per request)
     for (int req = part.begin_req; req <= part.end_req; ++req) {
-      // The request's Q tile, once the consumers' last Q K^T of the request before has completed: its load
-      // runs under their last P V and epilogue (thread t: chunks t % 4 + 4 j of rows t / 4 and t / 4 + 32).
-      if (p.q_by_producer) {
+      // The Q tile of a request after the part's first, once the consumers' last Q K^T of the request before
+      // has completed: its load runs under their last P V and epilogue (thread t: chunks t % 4 + 4 j of rows
+      // t / 4 and t / 4 + 32). The first request's the consumers load while this warpgroup starts gathering.
+      if (p.q_by_producer && req > part.begin_req) {
         Barrier::wait(&ss.q_empty, q_free);
         q_free ^= 1;
         int copy_row = wg_tid / 4, copy_chunk0 = wg_tid % 4;
@@ -314,11 +316,12 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   auto load_max = [&](const float* from, float (&m)[2]) { seesaw_load_max(from, my_row0, m); };
   auto store_max = [&](float* to, const float (&m)[2]) { seesaw_store_max(to, my_row0, lane, m); };
 
-  uint32_t q_phase = 0;  // parity of this request's Q tile
+  uint32_t q_phase = 0;  // parity of the next Q tile the producer loads
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const Run run = run_of(req, sparse_key_count(p, req));
-    if (p.q_by_producer) {
+    if (p.q_by_producer && req > part.begin_req) {
       Barrier::wait(&ss.q_full, q_phase);
+      q_phase ^= 1;
     } else {
       load_q_tile<kD>(p, p.h_q / p.h_kv, ss.q, m_tile, kvh, req, tid);  // by the consumers' 256 threads
       named_barrier(kBarConsumers, 256);
@@ -391,7 +394,6 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     } else {
       Barrier::arrive(&ss.q_empty);
     }
-    q_phase ^= 1;
 
     const RequestSplit split = request_split(p, part, req);
     // m_tile and kvh laundered: addresses derived from them were hoisted out of the request loop and spilled
