@@ -319,6 +319,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
   uint32_t q_phase = 0;  // parity of the next Q tile the producer loads
   for (int req = part.begin_req; req <= part.end_req; ++req) {
     const Run run = run_of(req, sparse_key_count(p, req));
+    const bool q_next = p.q_by_producer && req < part.end_req;  // the producer loads the next request's Q
     if (p.q_by_producer && req > part.begin_req) {
       Barrier::wait(&ss.q_full, q_phase);
       q_phase ^= 1;
@@ -336,7 +337,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
         for (int a = run.lo; a < run.hi; a += 2) {
           float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
           warpgroup_wait<0>();  // S_A
-          if (a + 2 >= run.hi) Barrier::arrive(&ss.q_empty);  // the request's last Q K^T of this warpgroup
+          if (a + 2 >= run.hi && q_next) Barrier::arrive(&ss.q_empty);  // its last Q K^T of the request
           mask_scores(0, tile_max);
           CUTE_UNROLL
           for (int k = 0; k < 2; ++k) m_a[k] = fmaxf(row_max[k], tile_max[k]);
@@ -361,7 +362,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
           float tile_max[2], m_a[2], m_b[2], sum_p[2] = {0.f, 0.f};
           issue_qk(1);
           warpgroup_wait<0>();  // S_B
-          if (a + 2 >= run.hi) Barrier::arrive(&ss.q_empty);
+          if (a + 2 >= run.hi && q_next) Barrier::arrive(&ss.q_empty);
           mask_scores(1, tile_max);
           named_barrier_unaligned(kBarPa, 256);
           load_max(max_a, m_a);
@@ -391,7 +392,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       // nothing is in flight here; saying so lets ptxas reuse S's registers in the epilogue
       warpgroup_wait<0>();
       warpgroup_fence_operand(tSrS);
-    } else {
+    } else if (q_next) {
       Barrier::arrive(&ss.q_empty);
     }
 
