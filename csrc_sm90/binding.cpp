@@ -48,7 +48,7 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   const int64_t b = seqlens.size(0);
   auto opts = seqlens.options().dtype(torch::kInt32);
   // deterministic: each request whole, one part each (num_parts <= 0) or grouped into num_parts parts
-  if (deterministic) num_parts = num_parts > 0 ? std::min<int64_t>(num_parts, std::max<int64_t>(b, 1)) : std::max<int64_t>(b, 1);
+  if (deterministic) num_parts = std::max<int64_t>(1, std::min<int64_t>(num_parts > 0 ? num_parts : b, b));
   if (!deterministic && splits_per_request > 0) num_parts = std::max<int64_t>(b, 1) * splits_per_request;
   auto schedule = torch::empty({num_parts, 8}, opts);
   auto num_splits = torch::empty({b + 1}, opts);
