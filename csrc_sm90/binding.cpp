@@ -223,9 +223,9 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   if (!schedule.has_value()) {
     // every query token whole (the deterministic plan; it reads no lengths). Sparse prefill (with_max_logits):
     // one wave of persistent CTAs, each a contiguous run of tokens, so that a CTA's producer gathers on into
-    // its next token's tiles (1-2 % on the prefill rows; the same on sparse decode, a CTA per token, where the
-    // block scheduler's dynamic balance measured 3 % better on bf16-h128-mtp2). FLASHMLA_SM90_PERSIST=0: a CTA
-    // per token, for A/B; read per call.
+    // its next token's tiles (~1 % on h128 prefill, mixed on h64). Sparse decode keeps a CTA per token: there
+    // the block scheduler's dynamic placement measured 3 % better on bf16-h128-mtp2. FLASHMLA_SM90_PERSIST=0: a
+    // CTA per token, for A/B; read per call.
     const int64_t persist_parts = with_max_logits && !env_equals("FLASHMLA_SM90_PERSIST", "0")
                                       ? default_num_parts(q, h_kv, rows) : 0;
     own_plan = plan(indices.select(2, 0).select(1, 0), persist_parts, /*deterministic=*/true, 0);

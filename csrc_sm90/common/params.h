@@ -71,8 +71,8 @@ struct AttentionParams {
   // sparse prefill (sparse_seesaw.cuh): every query token gathers from the same kv, so its rows are kept in
   // the L2 (evict_last) while each token's Q, read once, streams through (evict_first)
   bool l2_keep_kv;
-  // sparse_seesaw.cuh: the producer loads each request's Q tile under the consumers' last P V and epilogue of
-  // the request before (false: the consumers load it at the request's start)
+  // sparse_seesaw.cuh: the producer loads the Q tile of each request after a part's first under the consumers'
+  // last P V and epilogue of the request before (false: the consumers load every one at the request's start)
   bool q_by_producer;
   CUtensorMap kv_tma;
 };
