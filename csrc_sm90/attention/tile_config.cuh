@@ -36,9 +36,8 @@ struct AttentionConfig {  // shared by the dense (paged) and sparse (indexed) fo
     // dense with TMA: the tile of each KV buffer has landed (decode_seesaw.cuh: slab group g of buffer b, 2b + g)
     alignas(8) uint64_t kv_full[4];
     uint64_t hand_off[4];  // decode_seesaw.cuh: the warpgroups' hand-offs
-    int released[2];                    // seesaw: warpgroups done with each buffer's tile (the second refills it)
     // seesaw: the current request's last visible key per query row, end of this CTA's keys, last real
-    // tile (read where used: registers are at their limit through the loop)
+    // tile, the first row's last key (read where used: registers are at their limit through the loop)
     int row_last_key[kTileRows];
     int end_token, tile_real, min_last_key;
   };
