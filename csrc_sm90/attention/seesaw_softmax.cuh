@@ -13,6 +13,13 @@ namespace flashmla_sm90 {
 
 __device__ __forceinline__ int seesaw_slot_of(int v) { return (v >> 1) & 1; }
 
+// Two 16-bit P values of adjacent columns (accumulator values i, i + 1) into a P tile (tSsP: S's partition of it).
+template <class TensorP, class Element>
+__device__ __forceinline__ void seesaw_store_p_pair(const TensorP& tSsP, int i, Element p0, Element p1) {
+  const Element pair[2] = {p0, p1};
+  store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
+}
+
 // P = 2^(S - m) into the tile's P buffer (this thread's share, tSsP: S's partition of it); adds this
 // thread's share of the row sums to sum. Fenced for the wgmma reads of both warpgroups.
 template <typename Element, class FragS, class TensorP>
@@ -24,8 +31,7 @@ __device__ __forceinline__ void seesaw_write_p(const FragS& tSrS, const TensorP&
     const float m_use = m[k] == -INFINITY ? 0.f : m[k];
     const float p0 = fast_exp2(tSrS(i) - m_use), p1 = fast_exp2(tSrS(i + 1) - m_use);
     sum[k] += p0 + p1;
-    Element pair[2] = {Element(p0), Element(p1)};
-    store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
+    seesaw_store_p_pair(tSsP, i, Element(p0), Element(p1));
   }
   cutlass::arch::fence_view_async_shared();
 }
@@ -50,10 +56,7 @@ __device__ __forceinline__ void seesaw_exp_p(FragS& tSrS, FragP& rP, const float
 template <class FragP, class TensorP>
 __device__ __forceinline__ void seesaw_store_p(const FragP& rP, const TensorP& tSsP) {
   CUTE_UNROLL
-  for (int i = 0; i < cute::size(rP); i += 2) {  // adjacent accumulator values: adjacent columns
-    const typename FragP::value_type pair[2] = {rP(i), rP(i + 1)};
-    store_shared_u32(&tSsP(i), *reinterpret_cast<const uint32_t*>(pair));
-  }
+  for (int i = 0; i < cute::size(rP); i += 2) seesaw_store_p_pair(tSsP, i, rP(i), rP(i + 1));
   cutlass::arch::fence_view_async_shared();
 }
 

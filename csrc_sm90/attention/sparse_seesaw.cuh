@@ -77,14 +77,6 @@ struct SparseSeesawConfig {
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
-// 16 bytes global -> shared through the L2, zero-filled when !valid. No L2 prefetch hint: with .L2::256B
-// (each of a row's 8 threads per slab asking for 256 bytes) the rows measured 3-6 % slower, .L2::128B 1-3 %.
-// `policy`: from l2_policy (evict_last for the prefill's kv, else the default).
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid, uint64_t policy) {
-  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0), "l"(policy));
-}
-
 template <typename Element, int kD>
 __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -150,7 +142,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     auto row_of = [&](int idx) {  // a valid index's cache row
       return kv + cache_slot_offset(p, idx);
     };
-    // the prefill's kv stays in the L2 while each token's Q streams through it
+    // the prefill's kv stays in the L2 while each token's Q streams through it. (No L2 prefetch size hint on
+    // the gathers: with .L2::256B, each of a row's 8 threads per slab asking for 256 bytes, the rows measured
+    // 3-6 % slower, .L2::128B 1-3 %.)
     const uint64_t kv_policy = l2_policy(p.l2_keep_kv ? L2Hint::kKeep : L2Hint::kNormal);
     const uint64_t q_policy = l2_policy(p.l2_keep_kv ? L2Hint::kStream : L2Hint::kNormal);
     // slabs [s_begin, s_end) of this thread's 4 rows of a tile
@@ -160,7 +154,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
       for (int s = decltype(s_begin)::value; s < decltype(s_end)::value; ++s) {
         CUTE_UNROLL
         for (int i = 0; i < 4; ++i) {
-          cp_async_16(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i], kv_policy);
+          cp_async_16_hinted(tile + s * 8192 + i * 2048 + unit(col), src[i] + s * 64 + col * 8, valid[i], kv_policy);
         }
       }
     };

@@ -44,6 +44,12 @@ __device__ __forceinline__ uint64_t l2_policy(L2Hint hint) {
   return policy;
 }
 
+// 16 bytes global -> shared through the L2, zero-filled when !valid, under an L2 cache policy from l2_policy.
+__device__ __forceinline__ void cp_async_16_hinted(uint32_t dst, const void* src, bool valid, uint64_t policy) {
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+               "r"(valid ? 16 : 0), "l"(policy));
+}
+
 // Copies the 16-byte chunks chunk0, chunk0 + 4, ... (chunk0 < 4) of one row, zero-filled when
 // !valid (kHinted: with the L2 cache policy `policy`). Chunk chunk0 + 4i lands in slab i / 2 at unit
 // (chunk0 + 4 (i % 2)) ^ (row % 8): two base offsets plus compile-time slab strides, so the unrolled copies
@@ -60,8 +66,7 @@ __device__ __forceinline__ void load_tile_row(void* smem_tile, int row, int chun
   for (int i = 0; i < kChunks / 4; ++i) {
     const uint32_t dst = ((i & 1) ? odd : even) + (i >> 1) * (64 * 128);
     if constexpr (kHinted) {
-      asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst),
-                   "l"(from + i * 64), "r"(src_bytes), "l"(policy));
+      cp_async_16_hinted(dst, from + i * 64, valid, policy);
     } else {
       asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(from + i * 64), "r"(src_bytes));
     }
