@@ -79,6 +79,28 @@ bool env_equals(const char* name, const char* value) {
   return v != nullptr && std::strcmp(v, value) == 0;
 }
 
+// An fp8_v32 cache as the fp8 kernels read it: 656-byte rows (d_qk 576) loaded by 16-byte vectors.
+void check_fp8_v32_cache(const torch::Tensor& kv, int64_t d) {
+  TORCH_CHECK(kv.size(3) == 656 && d == 576, "flashmla_sm90: an fp8_v32 cache has 656-byte rows (d_qk 576)");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 == 0 && kv.stride(0) % 16 == 0 &&
+              kv.stride(1) % 16 == 0 && kv.stride(2) % 16 == 0,
+              "flashmla_sm90: fp8_v32 cache rows must start at 16-byte aligned addresses (block, slot and "
+              "head strides multiples of 16 bytes)");
+}
+
+// Slot-addressed caches (sparse, fp8_v32): how many slots, checked to fit the kernels' int32 slots.
+int64_t cache_capacity(const torch::Tensor& kv) {
+  const int64_t capacity = kv.size(0) * kv.size(1);
+  TORCH_CHECK(capacity <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: the cache holds more than 2^31 slots");
+  return capacity;
+}
+
+// Contiguous pages: a slot's row is one multiply away (FLASHMLA_SM90_SLOT_STRIDE=0: the division form, for A/B
+// measurements; read per call).
+int64_t kv_slot_stride(const torch::Tensor& kv) {
+  return kv.stride(0) == kv.size(1) * kv.stride(1) && !env_equals("FLASHMLA_SM90_SLOT_STRIDE", "0") ? kv.stride(1) : 0;
+}
+
 // The paged cache as a TMA tensor (AttentionParams::kv_tma) when its tiles can come by TMA: page_size a
 // multiple of 64 (a 64-token tile inside one page), 16-byte aligned base and strides. False otherwise
 // (or with FLASHMLA_SM90_TMA=0, for A/B measurements): the kernel gathers rows with cp.async.
@@ -126,7 +148,8 @@ int64_t default_num_parts(torch::Tensor like, int64_t h_kv, int64_t rows) {
   return std::max<int64_t>(1, num_sms(like.device()) / (h_kv * m_tiles));
 }
 
-// -> (out [b, s_q, h_q, 512], lse [b, h_q, s_q] float32)
+// q [b, s_q, h_q, d], kv [num_blocks, page_size, h_kv, d] 16-bit or [num_blocks, page_size, 1, 656] uint8
+// (fp8_v32, bf16 q) -> (out [b, s_q, h_q, 512], lse [b, h_q, s_q] float32)
 std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch::Tensor block_table,
                                         torch::Tensor seqlens, torch::Tensor schedule, torch::Tensor num_splits,
                                         double softmax_scale, bool causal, c10::optional<torch::Tensor> attn_sink) {
@@ -170,6 +193,17 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.rows = int(rows);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
   p.causal = causal;
+  const bool fp8 = kv.scalar_type() == torch::kUInt8;
+  if (fp8) {  // fp8_v32: the producer kernel (attention/fp8_decode.cuh) reads rows by slot
+    check_fp8_v32_cache(kv, d);
+    p.capacity = cache_capacity(kv);
+    p.kv_slot_stride = kv_slot_stride(kv);
+    p.fp8_shared_dequant = !env_equals("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0");
+    auto stream = at::cuda::getCurrentCUDAStream();
+    CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPagedFp8, int(num_parts), stream));
+    combine(p, num_parts, dtype, stream);
+    return {out, lse};
+  }
   p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
   // The seesaw kernel (attention/decode_seesaw.cuh; FLASHMLA_SM90_SEESAW=0 turns it off, for A/B, read per
   // call): d_qk 576 over TMA tiles when a KV head has more than one 64-row query tile (the compute-bound
@@ -198,13 +232,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   c10::cuda::CUDAGuard guard(q.device());
   const int64_t n = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(2), topk = indices.size(2);
   const bool fp8 = kv.scalar_type() == torch::kUInt8;
-  if (fp8) {  // rows are read with 16-byte vector loads
-    TORCH_CHECK(kv.size(3) == 656 && d == 576, "flashmla_sm90: an fp8_v32 cache has 656-byte rows (d_qk 576)");
-    TORCH_CHECK(reinterpret_cast<uintptr_t>(kv.data_ptr()) % 16 == 0 && kv.stride(0) % 16 == 0 &&
-                kv.stride(1) % 16 == 0 && kv.stride(2) % 16 == 0,
-                "flashmla_sm90: fp8_v32 cache rows must start at 16-byte aligned addresses (block, slot and "
-                "head strides multiples of 16 bytes)");
-  }
+  if (fp8) check_fp8_v32_cache(kv, d);
   auto out = torch::empty({n, h_q, fm::kHeadDimV}, q.options());
   auto f32 = q.options().dtype(torch::kFloat32);
   auto max_logits = torch::empty({with_max_logits ? n : 0, h_q}, f32);
@@ -213,8 +241,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   for (auto st : {q.stride(0), q.stride(1), indices.stride(0), indices.stride(1)}) {
     TORCH_CHECK(st <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
   }
-  const int64_t capacity = kv.size(0) * kv.size(1);
-  TORCH_CHECK(capacity <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: the cache holds more than 2^31 slots");
+  const int64_t capacity = cache_capacity(kv);
   TORCH_CHECK(!with_max_logits || !schedule.has_value(), "flashmla_sm90: max_logits needs unsplit runs");
   TORCH_CHECK(!lengths.has_value() || (lengths->numel() == n && lengths->stride(0) == 1),
               "flashmla_sm90: topk lengths must be a contiguous [N] tensor");
@@ -258,10 +285,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.lse_accum = may_split ? lse_accum.data_ptr<float>() : nullptr;
   p.q_stride_b = q.stride(0); p.q_stride_s = 0; p.q_stride_h = q.stride(1);
   p.kv_stride_block = kv.stride(0); p.kv_stride_page = kv.stride(1); p.kv_stride_h = kv.stride(2);
-  // contiguous pages: a slot's row is one multiply away (FLASHMLA_SM90_SLOT_STRIDE=0: the division form,
-  // for A/B measurements; read per call)
-  p.kv_slot_stride = kv.stride(0) == kv.size(1) * kv.stride(1) && !env_equals("FLASHMLA_SM90_SLOT_STRIDE", "0")
-                         ? kv.stride(1) : 0;
+  p.kv_slot_stride = kv_slot_stride(kv);
   p.idx_stride_b = indices.stride(0); p.idx_stride_h = indices.stride(1);
   p.out_stride_b = out.stride(0); p.out_stride_s = 0; p.out_stride_h = out.stride(1);
   p.lse_stride_b = h_q; p.lse_stride_h = 1; p.lse_stride_s = 0;
@@ -273,7 +297,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.causal = false;
   const auto source = fp8 ? fm::KeySource::kIndexedFp8 : fm::KeySource::kIndexed;
   // Gathered rows go to producer/consumer kernels (bf16: attention/sparse_seesaw.cuh, fp8_v32:
-  // attention/sparse_fp8_decode.cuh); FLASHMLA_SM90_SPARSE_SEESAW=0 keeps both on the two-buffer kernel
+  // attention/fp8_decode.cuh); FLASHMLA_SM90_SPARSE_SEESAW=0 keeps both on the two-buffer kernel
   // (read per call: a test compares the fp8 and bf16 forms of that kernel bit for bit)
   p.sparse_seesaw = !env_equals("FLASHMLA_SM90_SPARSE_SEESAW", "0");
   p.fp8_shared_dequant = !env_equals("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0");

@@ -9,9 +9,11 @@ import pathlib
 
 DTYPES = {"bf16": "cutlass::bfloat16_t", "fp16": "cutlass::half_t"}
 # (variant name, KeySource, query dtypes, d_qk). sparse_prefill also serves sparse decode on a bf16
-# cache; sparse_decode_fp8_v32 is sparse decode on the fp8_v32 cache (rows of d_qk 576).
+# cache; sparse_decode_fp8_v32 / dense_decode_fp8_v32 are the two decodes on the fp8_v32 cache (rows of
+# d_qk 576, bf16 queries).
 OPS = (
     ("dense_decode", "kPaged", ("bf16", "fp16"), (576, 512)),
+    ("dense_decode_fp8_v32", "kPagedFp8", ("bf16",), (576,)),
     ("sparse_prefill", "kIndexed", ("bf16",), (576, 512)),
     ("sparse_decode_fp8_v32", "kIndexedFp8", ("bf16",), (576,)),
 )

@@ -9,10 +9,12 @@ cudaError_t launch_attention(const AttentionParams& p, DType dtype, int head_dim
                              int num_parts, cudaStream_t stream) {
   using bf16 = cutlass::bfloat16_t;
   using fp16 = cutlass::half_t;
-  constexpr auto kPaged = KeySource::kPaged, kIndexed = KeySource::kIndexed, kIndexedFp8 = KeySource::kIndexedFp8;
-  if (source == kIndexedFp8) {  // fp8_v32 rows carry d_qk 576; queries are bf16
+  constexpr auto kPaged = KeySource::kPaged, kIndexed = KeySource::kIndexed, kIndexedFp8 = KeySource::kIndexedFp8,
+                 kPagedFp8 = KeySource::kPagedFp8;
+  if (source == kIndexedFp8 || source == kPagedFp8) {  // fp8_v32 rows carry d_qk 576; queries are bf16
     if (dtype != DType::kBF16 || head_dim_qk != 576) return cudaErrorInvalidValue;
-    return launch_attention<bf16, 576, kIndexedFp8>(p, num_parts, stream);
+    return source == kPagedFp8 ? launch_attention<bf16, 576, kPagedFp8>(p, num_parts, stream)
+                               : launch_attention<bf16, 576, kIndexedFp8>(p, num_parts, stream);
   }
   if (source == kIndexed) {  // sparse kernels are bf16 only
     if (dtype != DType::kBF16) return cudaErrorInvalidValue;

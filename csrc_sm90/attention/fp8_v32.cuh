@@ -88,7 +88,7 @@ __device__ __forceinline__ void fp8_prefetch_l2(const uint8_t* row, int chunk0) 
 }
 // The same by the row's 4 threads (q = chunk0), one 128-byte line prefetch each for bytes 128 q,
 // 128 (q + 4) (q < 2) and the row's last byte (q == 2): every line the unaligned 656-byte row touches.
-// For the producer warpgroup of sparse_fp8_decode.cuh: the bulk form takes a uniform operand, so ptxas
+// For the producer warpgroup of fp8_decode.cuh: the bulk form takes a uniform operand, so ptxas
 // loops over a warp's 8 rows; per-thread lines measured 1.7-2.5 % faster on v32-h64 / v32-h16.
 __device__ __forceinline__ void fp8_prefetch_l2_lines(const uint8_t* row, int chunk0) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(row + 128 * chunk0));

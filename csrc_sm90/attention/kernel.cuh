@@ -1,7 +1,8 @@
 // MLA attention for sm_90a: dense decode over a paged bf16/fp16 cache, and sparse attention over
 // index lists (sparse prefill; sparse decode on a bf16 or an fp8_v32 cache); absorbed MLA, V = the
 // first 512 dims of K. Gathered rows go to producer/consumer kernels (bf16: sparse_seesaw.cuh, fp8_v32:
-// sparse_fp8_decode.cuh) unless FLASHMLA_SM90_SPARSE_SEESAW=0, which keeps them here.
+// fp8_decode.cuh) unless FLASHMLA_SM90_SPARSE_SEESAW=0, which keeps them here; dense decode over an fp8_v32
+// cache (KeySource::kPagedFp8) runs only on fp8_decode.cuh.
 //
 // Tiling. One CTA computes 64 query rows of one KV head — the s_q * h_q / h_kv rows that share it,
 // s_q-major (row r is query token r / (h_q/h_kv), head kvh * (h_q/h_kv) + r % (h_q/h_kv)) — against
@@ -46,7 +47,7 @@
 // (+17%: more instructions, and the hardware conversions are not the bound); a 2-CTA cluster for
 // h_q > 64 where each CTA dequantizes half a tile for both through DSMEM (+37%: a cluster barrier
 // per tile); a dequantizing producer warpgroup on sparse_seesaw.cuh's kernel (+15-20 % in three forms,
-// docs/benchmarks/sm90-sparse.md, "Eighth session"). Since superseded by sparse_fp8_decode.cuh (a
+// docs/benchmarks/sm90-sparse.md, "Eighth session"). Since superseded by fp8_decode.cuh (a
 // producer warpgroup dequantizing while the consumers compute one tile at a time: 2-5 % faster).
 // Sparse decode plans cut every token's run into equal parts (none once the tokens fill the SMs).
 //
@@ -65,8 +66,8 @@
 #include "../common/params.h"
 #include "decode_seesaw.cuh"
 #include "epilogue.cuh"
+#include "fp8_decode.cuh"
 #include "fp8_v32.cuh"
-#include "sparse_fp8_decode.cuh"
 #include "sparse_seesaw.cuh"
 #include "tile_config.cuh"
 #include "tile_copy.cuh"
@@ -341,16 +342,22 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
 
 template <typename Element, int kD, KeySource kSource>
 cudaError_t launch_attention(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  if constexpr (kSource == KeySource::kPaged && kD == 576) {
-    if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
+  if constexpr (kSource == KeySource::kPagedFp8) {  // only the producer kernel has a block-table form
+    static_assert(kD == 576, "fp8_v32 rows hold d_qk 576");
+    return launch_fp8_decode<Element, true>(p, num_parts, stream);
+  } else {
+    if constexpr (kSource == KeySource::kPaged && kD == 576) {
+      if (p.use_tma && p.seesaw) return launch_decode_seesaw<Element>(p, num_parts, stream);
+    }
+    if constexpr (kSource == KeySource::kIndexed) {
+      if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD>(p, num_parts, stream);
+    }
+    if constexpr (kSource == KeySource::kIndexedFp8) {
+      if (p.sparse_seesaw) return launch_fp8_decode<Element, false>(p, num_parts, stream);
+    }
+    return launch_tiled<AttentionConfig<Element, kD>>(mla_attention_kernel<Element, kD, kSource>, p, num_parts,
+                                                      stream);
   }
-  if constexpr (kSource == KeySource::kIndexed) {
-    if (p.sparse_seesaw) return launch_sparse_seesaw<Element, kD>(p, num_parts, stream);
-  }
-  if constexpr (kSource == KeySource::kIndexedFp8) {
-    if (p.sparse_seesaw) return launch_sparse_fp8<Element>(p, num_parts, stream);
-  }
-  return launch_tiled<AttentionConfig<Element, kD>>(mla_attention_kernel<Element, kD, kSource>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90

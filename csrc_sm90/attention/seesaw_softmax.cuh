@@ -1,4 +1,4 @@
-// The softmax steps of the seesaw schedule (decode_seesaw.cuh, sparse_seesaw.cuh, sparse_fp8_decode.cuh), per
+// The softmax steps of the seesaw schedule (decode_seesaw.cuh, sparse_seesaw.cuh, fp8_decode.cuh), per
 // warpgroup: a 64 x 64 score tile S and a 64 x 256 slice of O in wgmma accumulators, of which this thread holds two rows
 // (my_row0 and my_row0 + 8: accumulator value v is in row slot (v / 2) % 2), with running maxima in log2
 // units and its share of the row sums.

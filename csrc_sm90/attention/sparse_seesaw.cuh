@@ -32,7 +32,7 @@
 // the same kv while each token's Q is read once (h128 prefill 1-2 % faster, docs/benchmarks/sm90-sparse.md).
 //
 // Measured (H100, docs/benchmarks/sm90-sparse.md): sparse prefill h128 6490 -> ~5000 us, bf16 sparse decode
-// h128 s_q 2 519 -> ~390 us against the two-buffer kernel. fp8_v32 rows go to sparse_fp8_decode.cuh:
+// h128 s_q 2 519 -> ~390 us against the two-buffer kernel. fp8_v32 rows go to fp8_decode.cuh:
 // dequantizing producers on this kernel were 15-20 % slower in every form tried (registers, fc06d1b;
 // in-place cp.async staging, 35a26d3; 2-CTA clusters sharing the dequantization, 6aaf268), bound by the
 // producer's per-half chain (release, copies land, dequantize, arrive) with both tiles of a pair in use.

@@ -18,9 +18,9 @@ struct SchedulePart {
 };
 static_assert(sizeof(SchedulePart) == 32, "the plan buffer is int32 [num_parts, 8]");
 
-// Where a KV tile's rows come from: a block table (dense decode) or index lists (sparse), the latter
-// over a cache of d_qk 16-bit values or of fp8_v32 rows (656 bytes: e4m3 latent, scales, bf16 RoPE).
-enum class KeySource { kPaged, kIndexed, kIndexedFp8 };
+// Where a KV tile's rows come from: a block table (dense decode) or index lists (sparse), over a cache of
+// d_qk 16-bit values or of fp8_v32 rows (656 bytes: e4m3 latent, scales, bf16 RoPE).
+enum class KeySource { kPaged, kIndexed, kIndexedFp8, kPagedFp8 };
 
 constexpr int kTileTokens = 64;       // tokens per KV tile (the scheduling unit), independent of page size
 constexpr int kTileRows = 64;         // query rows per CTA (s_q * h_q / h_kv rows of one KV head)
@@ -39,7 +39,7 @@ struct AttentionParams {
   float* max_logits;          // sparse prefill: [b, h_q] or nullptr
   int64_t idx_stride_b, idx_stride_h;
   int topk;                   // sparse: keys per request before topk_length
-  int64_t capacity;           // sparse: an index is valid when 0 <= index < capacity
+  int64_t capacity;           // sparse and fp8_v32: a slot is read only when 0 <= slot < capacity
   const float* attn_sink;     // [h_q] or nullptr
   const SchedulePart* schedule;
   const int32_t* num_splits;  // [b + 1] exclusive prefix of splits per request
@@ -50,7 +50,8 @@ struct AttentionParams {
   float* lse_accum;           // [slots, h_kv, rows], log2 domain, -inf when empty
   int64_t q_stride_b, q_stride_s, q_stride_h;
   int64_t kv_stride_block, kv_stride_page, kv_stride_h;  // in cache elements (bytes for fp8_v32)
-  int64_t kv_slot_stride;     // sparse: kv_stride_page when the pages are contiguous (slot i at i x it), else 0
+  int64_t kv_slot_stride;     // slot-addressed (sparse, fp8_v32): kv_stride_page when the pages are contiguous
+                              // (slot i at i x it), else 0
   int64_t bt_stride_b;
   int64_t out_stride_b, out_stride_s, out_stride_h;
   int batch, s_q, h_q, h_kv, page_size;
@@ -63,9 +64,9 @@ struct AttentionParams {
   bool use_tma;
   bool seesaw;
   // sparse_seesaw: indexed rows go to the producer/consumer kernels (bf16: attention/sparse_seesaw.cuh,
-  // fp8_v32: attention/sparse_fp8_decode.cuh)
+  // fp8_v32: attention/fp8_decode.cuh)
   bool sparse_seesaw;
-  // fp8_v32 on sparse_fp8_decode.cuh: its PV-only warpgroup dequantizes a quarter of every tile
+  // fp8_v32 on fp8_decode.cuh: its PV-only warpgroup dequantizes a quarter of every tile
   // (FLASHMLA_SM90_FP8_SHARED_DEQUANT=0: the producer all of it, for A/B measurements)
   bool fp8_shared_dequant;
   // sparse prefill (sparse_seesaw.cuh): every query token gathers from the same kv, so its rows are kept in

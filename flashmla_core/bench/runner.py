@@ -94,10 +94,12 @@ def _call(w: Workload, inp: dict, backend: Optional[str]):
         return (lambda: api.sparse_prefill(*args, softmax_scale=inp["softmax_scale"], head_dim_v=w.d_v,
                                            backend=backend)), chosen.chosen
     plan = api.plan_decode(inp["cache_seqlens"], num_q_heads=w.h_q, num_kv_heads=w.h_kv, q_len=w.s_q,
-                           topk=w.topk if w.op == "sparse_decode" else None, backend=backend)
+                           topk=w.topk if w.op == "sparse_decode" else None, dtype=inp["q"].dtype,
+                           kv_format=w.kv_format, backend=backend)
     if w.op == "dense_decode":
         args = (inp["q"], inp["kv_cache"], inp["block_table"], inp["cache_seqlens"])
-        return (lambda: api.dense_decode(*args, head_dim_v=w.d_v, causal=w.causal, plan=plan)), plan.backend
+        return (lambda: api.dense_decode(*args, head_dim_v=w.d_v, causal=w.causal, kv_format=w.kv_format,
+                                         plan=plan)), plan.backend
     args = (inp["q"], inp["kv_cache"], inp["indices"])
     return (lambda: api.sparse_decode(*args, kv_format=w.kv_format, head_dim_v=w.d_v, plan=plan)), plan.backend
 

@@ -129,6 +129,13 @@ WORKLOADS = (
              note="extra row: sparse decode on a bf16 cache"),
     Workload("bf16-h64-topk2048", "sparse_decode", 64, 1, 64, 32768, topk=2048,
              note="extra row: sparse decode on a bf16 cache"),
+    # Not in targets.md either: dense decode on an fp8_v32 cache (FlashMLA has no fp8 dense decode on Hopper).
+    Workload("fp8-tp8-h16-4k", "dense_decode", 128, 1, 16, 4096, kv_format="fp8_v32",
+             note="extra row: dense decode on an fp8_v32 cache"),
+    Workload("fp8-tp2-h64-8k", "dense_decode", 128, 1, 64, 8192, kv_format="fp8_v32",
+             note="extra row: dense decode on an fp8_v32 cache"),
+    Workload("fp8-h128-mtp2-8k", "dense_decode", 128, 2, 128, 8192, kv_format="fp8_v32",
+             note="extra row: dense decode on an fp8_v32 cache"),
     Workload("h128-topk2048-32k", "sparse_prefill", 1, 4096, 128, 32768, topk=2048, target=Target(tflops=553, ms=4.22)),
     Workload("h64-topk2048-32k", "sparse_prefill", 1, 4096, 64, 32768, topk=2048, target=Target(tflops=521, ms=2.24)),
 )
@@ -146,7 +153,9 @@ def flops(w: Workload) -> int:
 
 
 def nbytes(w: Workload) -> int:
-    if w.op == "dense_decode":
+    if w.op == "dense_decode":  # targets.md's formula; an fp8_v32 cache row is 656 bytes (as in sparse decode)
+        if w.kv_format == "fp8_v32":
+            return sum(w.seqlens) * FP8_V32_BYTES_PER_TOKEN + 2 * w.b * w.s_q * w.h_q * (w.d_qk + w.d_v)
         return 2 * (sum(w.seqlens) * w.h_kv * w.d_qk + w.b * w.s_q * w.h_q * w.d_qk + w.b * w.s_q * w.h_q * w.d_v)
     if w.op == "sparse_decode":  # targets.md counts fp8_v32 rows; a bf16 cache row is d_qk x 2 bytes
         per_token = FP8_V32_BYTES_PER_TOKEN if w.kv_format == "fp8_v32" else w.d_qk * 2

@@ -29,6 +29,7 @@ class SM90Backend(Backend):
     def _declare(self) -> dict:
         variants = _compiled_variants()
         dense = [(v[1], int(v[2])) for v in variants if v[0] == "dense_decode"]
+        dense_fp8 = any(v[0] == "dense_decode_fp8_v32" for v in variants)
         sparse_prefill = [(v[1], int(v[2])) for v in variants if v[0] == "sparse_prefill"]
         fp8_decode = [(v[1], int(v[2])) for v in variants if v[0] == "sparse_decode_fp8_v32"]
         caps = {}
@@ -55,9 +56,10 @@ class SM90Backend(Backend):
                 dtypes=frozenset(_DTYPES[d] for d, _ in dense),
                 head_dims=frozenset((d, 512) for _, d in dense),
                 h_q=IntRange(1, 128), h_kv=IntRange(1, 128), s_q=IntRange(1, None),
-                page_sizes=None, kv_formats=frozenset(d for d, _ in dense),
+                page_sizes=None, kv_formats=frozenset({d for d, _ in dense} | ({"fp8_v32"} if dense_fp8 else set())),
                 features=frozenset({"causal", "attn_sink", "deterministic"}),
-                notes="wgmma + cp.async gather, split-KV with on-device plan; any page size")
+                notes="wgmma, TMA or cp.async tiles, split-KV with on-device plan; any page size; fp8_v32 "
+                      "dequantized by a producer warpgroup (bf16 q)")
         return caps
 
     @property
@@ -69,6 +71,11 @@ class SM90Backend(Backend):
 
     def capabilities(self):
         return self._caps
+
+    def extra_reasons(self, problem) -> list:
+        if problem.kv_format == "fp8_v32" and problem.dtype != torch.bfloat16:
+            return ["kv_format 'fp8_v32' is served with bfloat16 queries only (its rows dequantize to bf16 tiles)"]
+        return []
 
     def is_available(self):
         reasons = []

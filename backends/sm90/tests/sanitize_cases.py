@@ -9,11 +9,17 @@ from flashmla import attention
 from paged_inputs import paged
 
 
-def case(b, lens, h_q, h_kv, s_q, page, dtype, d, deterministic=False, sink=False):
+def case(b, lens, h_q, h_kv, s_q, page, dtype, d, deterministic=False, sink=False, fp8=False):
     q, cache, table, seqlens = paged(b, lens, h_q, h_kv=h_kv, s_q=s_q, page=page, dtype=dtype, d=d)
+    kv_format = None
+    if fp8:  # dense decode over an fp8_v32 cache (attention/fp8_decode.cuh)
+        from flashmla import kvcache
+        cache, kv_format = kvcache.quantize(cache, format="fp8_v32"), "fp8_v32"
     attn_sink = torch.randn(h_q, device="cuda") if sink else None
-    plan = attention.plan_decode(seqlens, num_q_heads=h_q, num_kv_heads=h_kv, q_len=s_q, deterministic=deterministic)
-    out, lse = attention.dense_decode(q, cache, table, seqlens, causal=s_q > 1, attn_sink=attn_sink, plan=plan)
+    plan = attention.plan_decode(seqlens, num_q_heads=h_q, num_kv_heads=h_kv, q_len=s_q, deterministic=deterministic,
+                                 kv_format=kv_format)
+    out, lse = attention.dense_decode(q, cache, table, seqlens, causal=s_q > 1, attn_sink=attn_sink, plan=plan,
+                                      kv_format=kv_format)
     torch.cuda.synchronize()
     assert not torch.isnan(out).any()
 
@@ -30,6 +36,9 @@ if __name__ == "__main__":
     case(3, [130, 0, 64], 128, 1, 2, 64, torch.float16, 576, deterministic=True)
     # the same with s_q 2 (four query tiles per KV head, causal limits differing between rows)
     case(40, [0, 1, 65, 129, 9000] + [300] * 35, 128, 1, 2, 64, torch.bfloat16, 576, sink=True)
+    # dense decode on fp8_v32: split and unsplit requests, empty ones, causal rows (s_q 3), page 7, 2 m-tiles
+    case(4, [300, 0, 1, 2000], 16, 1, 3, 7, torch.bfloat16, 576, sink=True, fp8=True)
+    case(3, [130, 64, 0], 128, 1, 1, 64, torch.bfloat16, 576, deterministic=True, fp8=True)
     # sparse prefill: invalid indices, topk_length, GQA, topk not a multiple of 64, sink
     g = torch.Generator(device="cuda").manual_seed(0)
     q = torch.randn(5, 16, 576, device="cuda", generator=g).bfloat16()

@@ -158,6 +158,74 @@ def test_sparse_prefill_a_b_forms_agree_bitwise(switch, monkeypatch):
         assert torch.equal(a, b)
 
 
+def _fp8_paged(b, lens, h_q, s_q, page, seed=0):
+    """paged() with the cache quantized to fp8_v32, page blocks strided by one extra slot (the kernels'
+    division form of a slot's address), q non-contiguous, and every slot no request attends (past a length,
+    the extra slot, unreferenced blocks) filled with 0xFF bytes: NaN e4m3 values, scales and RoPE."""
+    from flashmla import kvcache
+    q, values, table, seqlens = paged(b, lens, h_q, s_q=s_q, page=page, seed=seed)
+    n = values.shape[0]
+    tok = torch.cat([torch.arange(L, device="cuda") for L in lens]).long()
+    req = torch.repeat_interleave(torch.arange(b, device="cuda"), torch.tensor(lens, device="cuda"))
+    attended = torch.zeros(n, page + 1, dtype=torch.bool, device="cuda")
+    attended[table[req, tok // page].long(), tok % page] = True
+    packed = torch.full((n, page + 1, 1, 656), 0xFF, dtype=torch.uint8, device="cuda")
+    packed[:, :page] = kvcache.quantize(values, format="fp8_v32")
+    packed[~attended] = 0xFF
+    return q.transpose(1, 2).contiguous().transpose(1, 2), packed[:, :page], table, seqlens
+
+
+# b, h_q, s_q, page, lens: MTP causal limits that differ between the rows of a tile, empty and one-key
+# requests, requests longer than a wave's share (split across parts), page sizes that are not powers of two
+FP8_DENSE_SHAPES = [(8, 128, 1, 64, None), (4, 128, 2, 64, None), (16, 16, 1, 64, None),
+                    (3, 64, 2, 32, [0, 5000, 1]), (2, 16, 1, 128, [70000, 3]), (80, 128, 2, 16, SEESAW_LENS),
+                    (5, 8, 3, 7, [1, 2, 300, 0, 64]), (130, 32, 2, 64, [0, 1, 63, 64, 65, 129, 191, 4096])]
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("b,h_q,s_q,page,lens", FP8_DENSE_SHAPES)
+def test_dense_decode_fp8_against_reference(b, h_q, s_q, page, lens, deterministic):
+    g = torch.Generator().manual_seed(b + h_q + s_q)
+    lens = list(lens or []) + [int(x) for x in torch.randint(1, 6000, (b - len(lens or []),), generator=g)]
+    q, cache, table, seqlens = _fp8_paged(b, lens, h_q, s_q, page)
+    sink = torch.randn(h_q, device="cuda")
+    plan = attention.plan_decode(seqlens, num_q_heads=h_q, q_len=s_q, deterministic=deterministic,
+                                 kv_format="fp8_v32")
+    args = (q, cache, table, seqlens)
+    out, lse = attention.dense_decode(*args, kv_format="fp8_v32", causal=True, attn_sink=sink, plan=plan)
+    ref, ref_lse = attention.dense_decode(*args, kv_format="fp8_v32", causal=True, attn_sink=sink,
+                                          backend="reference")
+    torch.testing.assert_close(out.float(), ref.float(), atol=6e-3, rtol=2e-2)
+    cos = torch.nn.functional.cosine_similarity(out.float().flatten(), ref.float().flatten(), dim=0)
+    assert float(cos) > 0.99999
+    torch.testing.assert_close(lse, ref_lse, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b,h_q,page,lens", [(6, 64, 64, [1, 63, 64, 65, 3000, 0]), (3, 128, 16, [200, 4096, 5])])
+def test_dense_decode_fp8_equals_sparse_decode_over_all_keys(b, h_q, page, lens):
+    # keys [0, seqlen) through the block table are the sparse keys slot(0), slot(1), ... in order: with one
+    # part per request (deterministic plans) the dense and sparse forms of attention/fp8_decode.cuh run the
+    # same tiles in the same order, so their outputs must agree bit for bit
+    q, cache, table, seqlens = _fp8_paged(b, lens, h_q, 1, page)
+    plan = attention.plan_decode(seqlens, num_q_heads=h_q, deterministic=True, kv_format="fp8_v32")
+    out, lse = attention.dense_decode(q, cache, table, seqlens, kv_format="fp8_v32", plan=plan)
+    topk = max(lens)
+    tok = torch.arange(topk, device="cuda")
+    slots = table[:, tok // page] * page + tok % page
+    idx = torch.where(tok[None] < seqlens[:, None], slots, -1).int()[:, None, :]
+    sparse_plan = attention.plan_decode(seqlens, num_q_heads=h_q, topk=topk, deterministic=True, kv_format="fp8_v32")
+    want, want_lse = attention.sparse_decode(q, cache, idx, kv_format="fp8_v32", topk_length=seqlens,
+                                             plan=sparse_plan)
+    assert torch.equal(out, want) and torch.equal(lse, want_lse)
+
+
+def test_dense_decode_fp8_needs_bf16_queries():
+    import flashmla
+    q, cache, table, seqlens = _fp8_paged(2, [100, 7], 16, 1, 64)
+    trace = dict(flashmla.explain("dense_decode", q.half(), cache, table, seqlens, kv_format="fp8_v32").trace)
+    assert any("bfloat16 queries only" in r for r in trace["sm90"]), trace["sm90"]
+
+
 def _sparse_decode_inputs(b, s_q, h_q, page, topk, kv_format, seed=1):
     """A paged cache (page blocks strided by one extra slot), non-contiguous q, indices with invalid
     entries (negative, past the capacity), random topk_length."""
@@ -208,7 +276,7 @@ def test_sparse_decode_fp8_equals_bf16_on_the_dequantized_cache(b, s_q, h_q, pag
 
 @pytest.mark.parametrize("b,s_q,h_q,page,topk", [(4, 2, 128, 64, 2048), (3, 1, 16, 7, 100)])
 def test_sparse_decode_fp8_with_the_producer_dequantizing_alone(b, s_q, h_q, page, topk, monkeypatch):
-    # FLASHMLA_SM90_FP8_SHARED_DEQUANT=0, the A/B form of attention/sparse_fp8_decode.cuh: no quarter of the
+    # FLASHMLA_SM90_FP8_SHARED_DEQUANT=0, the A/B form of attention/fp8_decode.cuh: no quarter of the
     # tile is dequantized by the P V warpgroup
     q, cache, idx, lengths = _sparse_decode_inputs(b, s_q, h_q, page, topk, "fp8_v32")
     monkeypatch.setenv("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0")  # read per call by the binding

@@ -1,5 +1,9 @@
-// Token-sparse MLA decode for sm_90a over an fp8_v32 cache: a producer warpgroup gathers and dequantizes
-// the indexed rows into bf16 tiles while two consumer warpgroups compute on the previous tile.
+// MLA decode for sm_90a over an fp8_v32 cache: token-sparse (each query token's keys from its index list) and
+// dense (kDense: a request's keys [0, seqlen) through its block table, causal for s_q > 1). A producer
+// warpgroup gathers and dequantizes the keys' rows into bf16 tiles while two consumer warpgroups compute on
+// the previous tile. Both forms differ only in where a key's cache slot comes from and how a key is masked
+// (sparse: a per-key validity byte; dense: each query row's last visible key). A dense request's 64-row
+// query tile holds its s_q * h_q / h_kv rows s_q-major, as in kernel.cuh.
 //
 // Tiling. One CTA computes 64 query rows of one KV head against its schedule part's 64-key tiles, one tile
 // at a time (Q 72 KB + two 72 KB bf16 tiles, swizzle-128B, K-major; V is the transposed view of a tile's
@@ -18,14 +22,15 @@
 //   WG2: per tile, for its two 32-token rounds (thread t: token t / 4 + 32 r, fp8 chunks t % 4 + 4 j),
 //        dequantizes the payload it loaded into registers during the tile before into the freed buffer
 //        (kShare: all but WG1's quarter), then loads the next tile's (rows prefetched into L2 a tile
-//        earlier, indices loaded a tile before that); RoPE by cp.async; key validity bytes
+//        earlier, slots looked up a tile before that); RoPE by cp.async; (sparse) key validity bytes
 // The two consumer roles run separate copies of the consumer body (a lambda per role), so that ptxas
 // allocates each within its own budget; their barriers are unaligned (barrier.sync) for that reason.
 // A buffer is handed over by two mbarriers: full (count 256: 128 cp.async completions + 128 producer
 // arrivals after its dequantized stores, fenced for the async proxy; + 128 WG1 arrivals with kShare) and
 // empty (count 256: both consumer warpgroups after their P V). kShare false
-// (FLASHMLA_SM90_FP8_SHARED_DEQUANT=0) leaves all dequantization to the producer, for A/B measurements. Unlike the seesaw (sparse_seesaw.cuh), the consumers work on one tile at a
-// time, so the producer always has a whole tile's compute time to refill the other buffer.
+// (FLASHMLA_SM90_FP8_SHARED_DEQUANT=0) leaves all dequantization to the producer, for A/B measurements.
+// Unlike the seesaw (sparse_seesaw.cuh), the consumers work on one tile at a time, so the producer always has
+// a whole tile's compute time to refill the other buffer.
 //
 // Cycle budget per 64-key tile and SM (H100, ~4096 dense bf16 FLOP/cycle): Q K^T 4.7 MFLOP ~1150 cycles,
 // P V 4.2 MFLOP ~1030 cycles, softmax between them on WG0's chain; the producer: 16384 pairs x 6
@@ -59,7 +64,7 @@ namespace flashmla_sm90 {
 using namespace cute;
 
 template <typename Element_>
-struct SparseFp8Config {
+struct Fp8DecodeConfig {
   using Element = Element_;
   static constexpr int kD = 576;
   using Base = AttentionConfig<Element, kD>;
@@ -80,10 +85,11 @@ struct SparseFp8Config {
 
 // kShare: WG1 dequantizes dims [256, 512) of token rows 32..63 of every tile (its share), the producer the
 // rest; else the producer all of it.
-template <typename Element, bool kShare>
-__global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_constant__ AttentionParams p) {
+// kDense: keys from the block table (dense decode), else from index lists (sparse decode).
+template <typename Element, bool kShare, bool kDense>
+__global__ void __launch_bounds__(384, 1) mla_fp8_decode_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Cfg = SparseFp8Config<Element>;
+  using Cfg = Fp8DecodeConfig<Element>;
   using Base = typename Cfg::Base;
   constexpr int kD = Cfg::kD;
   using TiledMmaS = decltype(make_tiled_mma(SM90::GMMA::ss_op_selector<
@@ -117,21 +123,40 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
   }
   __syncthreads();
 
-  // The tile range of request `req` in this part.
+  // The tile range of request `req` in this part, and the request's key count.
   struct Run {
-    int lo, hi, end_token;
+    int lo, hi, end_token, seqlen;
   };
   auto run_of = [&](int req) {
-    const int seqlen = sparse_key_count(p, req);
-    const int n_tiles = (seqlen + kTileTokens - 1) / kTileTokens;
     Run r;
+    r.seqlen = kDense ? p.seqlens[req] : sparse_key_count(p, req);
+    const int n_tiles = (r.seqlen + kTileTokens - 1) / kTileTokens;
     r.lo = req == part.begin_req ? part.begin_tile : 0;
     r.hi = max(r.lo, req == part.end_req ? min(part.end_tile, n_tiles) : n_tiles);
-    r.end_token = min(seqlen, r.hi * kTileTokens);
+    r.end_token = min(r.seqlen, r.hi * kTileTokens);
     return r;
   };
 
-  auto usable = [&](int idx) { return idx >= 0 && idx < p.capacity; };
+  auto usable = [&](int slot) { return slot >= 0 && slot < p.capacity; };
+  // Where request req's keys are listed: its index list (sparse) or its block-table row (dense).
+  auto key_list = [&](int req) -> const int32_t* {
+    if constexpr (kDense) {
+      return p.block_table + req * p.bt_stride_b;
+    } else {
+      return p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
+    }
+  };
+  // The cache slot of key `token` of a request (-1 past the run's end): its index as stored (sparse), or
+  // block * page_size + offset from its block-table entry (dense). Either is read only when `usable`.
+  auto key_slot = [&](const int32_t* keys, int token, int end_token) -> int {
+    if (token >= end_token) return -1;
+    if constexpr (kDense) {
+      const uint32_t t = uint32_t(token), page = uint32_t(p.page_size);
+      return __ldg(keys + t / page) * p.page_size + int(t % page);
+    } else {
+      return __ldg(keys + token);
+    }
+  };
 
   if (wg == 2) {
     // ---------------------------------------------------------------- producer
@@ -145,11 +170,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
     for (int req = part.begin_req; req <= part.end_req; ++req) {
       const Run run = run_of(req);
       if (run.lo >= run.hi) continue;
-      const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
-      auto index_of = [&](int tile, int r) {
-        const int token = tile * kTileTokens + row0 + 32 * r;
-        return token < run.end_token ? __ldg(indices + token) : -1;
-      };
+      const int32_t* keys = key_list(req);
+      auto index_of = [&](int tile, int r) { return key_slot(keys, tile * kTileTokens + row0 + 32 * r, run.end_token); };
       // Each round r (token row row0 + 32 r) is two Fp8HalfRow (dims [0, 256) and [256, 512)). A tile's
       // payload is loaded into registers while the tile before it is dequantized, from rows that were
       // prefetched into L2 a tile earlier still, from indices loaded a tile before that.
@@ -176,7 +198,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
         CUTE_UNROLL
         for (int r = 0; r < 2; ++r) {
           load_rope_async(ss.k[buf], row0 + 32 * r, chunk0, row_of(cur[r]), usable(cur[r]));
-          if (chunk0 == 0) ss.key_valid[buf][row0 + 32 * r] = usable(cur[r]);
+          if (!kDense && chunk0 == 0) ss.key_valid[buf][row0 + 32 * r] = usable(cur[r]);
         }
         cutlass::arch::cpasync_barrier_arrive_noinc(&ss.full[buf]);
         CUTE_UNROLL
@@ -248,6 +270,14 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       clear(tOrO);
 
       if constexpr (decltype(kWg)::value == 0) {
+        // dense: the last key each of this thread's two rows sees (bottom-right causal: query token j sees
+        // keys [0, seqlen - s_q + j]); it also masks the keys past seqlen in the last tile
+        int last_key[2];
+        CUTE_UNROLL
+        for (int k = 0; k < 2; ++k) {
+          const int grow = m_tile * kTileRows + my_row0 + 8 * k;
+          last_key[k] = p.causal ? min(run.seqlen - 1, run.seqlen - p.s_q + grow / (p.h_q / p.h_kv)) : run.seqlen - 1;
+        }
         if (run.lo < run.hi) issue_qk(it & 1, (it >> 1) & 1);
         for (int t = run.lo; t < run.hi; ++t, ++it) {
           const int buf = it & 1;
@@ -257,7 +287,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
           float m_new[2] = {row_max[0], row_max[1]}, tile_max[2] = {kNegInf, kNegInf};
           CUTE_UNROLL
           for (int i = 0; i < size(tSrS); ++i) {
-            const float s = ss.key_valid[buf][get<1>(tScS(i))] ? tSrS(i) * p.scale_log2 : kNegInf;
+            const int col = get<1>(tScS(i));
+            const bool attended = kDense ? t * kTileTokens + col <= last_key[seesaw_slot_of(i)] : ss.key_valid[buf][col] != 0;
+            const float s = attended ? tSrS(i) * p.scale_log2 : kNegInf;
             tSrS(i) = s;
             tile_max[seesaw_slot_of(i)] = fmaxf(tile_max[seesaw_slot_of(i)], s);
           }
@@ -292,11 +324,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
           const uint8_t* kv = static_cast<const uint8_t*>(p.kv) + int64_t(kvh) * p.kv_stride_h;
           return usable(idx) ? kv + cache_slot_offset(p, idx) : kv;
         };
-        const int32_t* indices = p.indices + req * p.idx_stride_b + kvh * p.idx_stride_h;
-        auto share_index = [&](int tile) {
-          const int token = tile * kTileTokens + share_row;
-          return token < run.end_token ? __ldg(indices + token) : -1;
-        };
+        const int32_t* keys = key_list(req);
+        auto share_index = [&](int tile) { return key_slot(keys, tile * kTileTokens + share_row, run.end_token); };
         Fp8HalfRow staged;
         auto put_share = [&](uint32_t tile_it) CUTLASS_LAMBDA_FUNC_INLINE {  // into the buffer of tile #tile_it
           const int b = tile_it & 1;
@@ -340,7 +369,7 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
       const RequestSplit split = request_split(p, part, req);
       int out_m_tile = m_tile, out_kvh = kvh;
       asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
-      store_attention_output<Element, true, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
+      store_attention_output<Element, !kDense, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
                                             out_kvh, req, split.slot, split.n_splits);
       named_barrier_unaligned(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
     }
@@ -355,11 +384,11 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_fp8_kernel(const __grid_con
 #endif
 }
 
-template <typename Element>
-cudaError_t launch_sparse_fp8(const AttentionParams& p, int num_parts, cudaStream_t stream) {
-  using Cfg = SparseFp8Config<Element>;
-  if (p.fp8_shared_dequant) return launch_tiled<Cfg>(mla_sparse_fp8_kernel<Element, true>, p, num_parts, stream);
-  return launch_tiled<Cfg>(mla_sparse_fp8_kernel<Element, false>, p, num_parts, stream);
+template <typename Element, bool kDense>
+cudaError_t launch_fp8_decode(const AttentionParams& p, int num_parts, cudaStream_t stream) {
+  using Cfg = Fp8DecodeConfig<Element>;
+  if (p.fp8_shared_dequant) return launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, true, kDense>, p, num_parts, stream);
+  return launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, false, kDense>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90
