@@ -39,7 +39,8 @@
 // producer doing no loads and no dequantization the h128 s_q 2 row takes 361 us (the consumers' chain);
 // loads and dequantization each add ~100 us, serially (one warp per scheduler cannot hide one behind the
 // other); addresses by one multiply instead of a division per row took 13 % off, WG1's quarter another
-// 4.5 % (h_q 128) and 1-2 % (h_q 16, 64). Tried and slower: a
+// 4.5 % (h_q 128) and 1-2 % (h_q 16, 64), the sparse producer's next loads after both rounds' dequantization
+// 2-3.5 % (twelfth session). Tried and slower: a
 // 2-CTA cluster sharing the dequantization for h_q 65..128 (7e8cd75: each CTA dequantizing half the rows
 // for both by st.async, 573-582 vs 529 us unpaired).
 #pragma once
