@@ -219,6 +219,31 @@ def test_dense_decode_fp8_equals_sparse_decode_over_all_keys(b, h_q, page, lens)
     assert torch.equal(out, want) and torch.equal(lse, want_lse)
 
 
+def test_dense_decode_fp8_plan_and_decode_in_a_cuda_graph():
+    lens = [3000, 70, 0, 1500]
+    q, cache, table, seqlens = _fp8_paged(4, lens, 64, 2, 64)
+    make = lambda: attention.plan_decode(seqlens, num_q_heads=64, q_len=2, kv_format="fp8_v32")  # noqa: E731
+    call = lambda plan: attention.dense_decode(q, cache, table, seqlens, kv_format="fp8_v32",  # noqa: E731
+                                               causal=True, plan=plan)
+    eager, eager_lse = call(make())
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside capture
+        call(make())
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = call(make())
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager) and torch.equal(lse, eager_lse)
+    # shorter lengths (attended slots stay poison-free), same shapes: the replayed plan follows the device values
+    seqlens.copy_(torch.tensor([2000, 64, 0, 1], dtype=torch.int32))
+    graph.replay()
+    ref, _ = attention.dense_decode(q, cache, table, seqlens, kv_format="fp8_v32", causal=True, backend="reference")
+    torch.testing.assert_close(out.float(), ref.float(), atol=6e-3, rtol=2e-2)
+
+
 def test_dense_decode_fp8_needs_bf16_queries():
     import flashmla
     q, cache, table, seqlens = _fp8_paged(2, [100, 7], 16, 1, 64)
