@@ -60,6 +60,25 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffff, v, 2);
 }
 
+// A 4 x 4 transpose of 32-bit values across the lanes of a quad: lane q's v[s] becomes lane s's v[q]. Two
+// butterfly stages; in each, a lane keeps the elements whose stage bit matches its own and trades the others.
+__device__ __forceinline__ void quad_transpose(uint32_t (&v)[4], int lane) {
+#pragma unroll
+  for (int m = 1; m <= 2; m *= 2) {
+    const bool hi = (lane & m) != 0;
+#pragma unroll
+    for (int t = 0; t < 4; ++t) {
+      if (t & m) continue;
+      const uint32_t got = __shfl_xor_sync(0xffffffff, hi ? v[t] : v[t | m], m);
+      if (hi) {
+        v[t] = got;
+      } else {
+        v[t | m] = got;
+      }
+    }
+  }
+}
+
 constexpr float kLn2 = 0.69314718055994530942f;
 
 }  // namespace flashmla_sm90
