@@ -360,7 +360,7 @@ __global__ void __launch_bounds__(256, 1) mla_decode_seesaw_kernel(const __grid_
 
     // (read here rather than held through the loop: registers are at the limit)
     const RequestSplit split = request_split(p, my_part(), req);
-    store_attention_output<Element, false, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum,
+    store_attention_output<Element, false, true, false>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum,
                                            int(blockIdx.x) % ((p.rows + kTileRows - 1) / kTileRows),
                                            int(blockIdx.x) / ((p.rows + kTileRows - 1) / kTileRows) % p.h_kv, req,
                                            split.slot, split.n_splits);

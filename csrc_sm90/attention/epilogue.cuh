@@ -20,7 +20,9 @@ namespace flashmla_sm90 {
 // column's compile-time distance from it (from the pointer itself, each column's 64-bit offset is computed
 // and held in registers, which spills there; the two-buffer and sparse seesaw kernels spill with the base
 // form instead).
-template <typename Element, bool kSparse, bool kRoleSplit = false, class FragO, class CoordO>
+// kVecStores: finished outputs by 16-byte stores (below); false keeps 4-byte stores (the dense seesaw: its main loop
+// measured ~1 % slower with the 16-byte form's code, its rows being mostly split).
+template <typename Element, bool kSparse, bool kRoleSplit = false, bool kVecStores = true, class FragO, class CoordO>
 __device__ __forceinline__ void store_attention_output(const AttentionParams& p, float (*row_sum_smem)[kTileRows],
                                                        int barrier_id, FragO& tOrO, const CoordO& tOcO,
                                                        const float (&row_max)[2], const float (&row_sum)[2],
@@ -77,31 +79,42 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
       out_row[k] = static_cast<Element*>(p.out) + req * p.out_stride_b + j * p.out_stride_s + h * p.out_stride_h +
                    wg * 256 + col0;
     }
-    // 16-byte stores. Accumulator value 4j + 2k + e of lane q is row slot k, column 8j + 2q + e: the quad holds
-    // each 8-column group as four 4-byte pairs. Transposed across the quad in blocks of four groups, lane q
-    // holds group 4g + q whole: a quarter of the store instructions, each writing 64 contiguous bytes of a row
-    // instead of 16 (the 4-byte stores held the epilogue on the store queue: 3-4 % of the sparse prefill and of
-    // the unsplit sparse decode rows, docs/benchmarks/sm90-sparse.md, "Twelfth session"). The quad lane comes
-    // from an opaque copy of the thread index: values derived from it would be hoisted out of the caller's
-    // request loop and held (spilled) through it in the producer/consumer kernels.
-    int vec_lane = threadIdx.x % 32;
-    asm volatile("" : "+r"(vec_lane));
-    const int q = vec_lane % 4, vec_col = 8 * q - col0;
-    CUTE_UNROLL
-    for (int k = 0; k < 2; ++k) {
-      Element* row_vec = out_row[k] + vec_col;
-      asm volatile("" : "+l"(row_vec));  // one base per row, compile-time offsets from it
+    if constexpr (kVecStores) {
+      // 16-byte stores. Accumulator value 4j + 2k + e of lane q is row slot k, column 8j + 2q + e: the quad holds
+      // each 8-column group as four 4-byte pairs. Transposed across the quad in blocks of four groups, lane q
+      // holds group 4g + q whole: a quarter of the store instructions, each writing 64 contiguous bytes of a row
+      // instead of 16 (the 4-byte stores held the epilogue on the store queue: 3-4 % of the sparse prefill and of
+      // the unsplit sparse decode rows, docs/benchmarks/sm90-sparse.md, "Twelfth session"). The quad lane comes
+      // from an opaque copy of the thread index: values derived from it would be hoisted out of the caller's
+      // request loop and held (spilled) through it in the producer/consumer kernels.
+      int vec_lane = threadIdx.x % 32;
+      asm volatile("" : "+r"(vec_lane));
+      const int q = vec_lane % 4, vec_col = 8 * q - col0;
       CUTE_UNROLL
-      for (int g = 0; g < size(tOrO) / 16; ++g) {
-        uint32_t v[4];
+      for (int k = 0; k < 2; ++k) {
+        Element* row_vec = out_row[k] + vec_col;
+        asm volatile("" : "+l"(row_vec));  // one base per row, compile-time offsets from it
         CUTE_UNROLL
-        for (int t = 0; t < 4; ++t) {
-          const int i = 4 * (4 * g + t) + 2 * k;
-          const Element pair[2] = {Element(tOrO(i) * factor[k]), Element(tOrO(i + 1) * factor[k])};
-          v[t] = *reinterpret_cast<const uint32_t*>(pair);
+        for (int g = 0; g < size(tOrO) / 16; ++g) {
+          uint32_t v[4];
+          CUTE_UNROLL
+          for (int t = 0; t < 4; ++t) {
+            const int i = 4 * (4 * g + t) + 2 * k;
+            const Element pair[2] = {Element(tOrO(i) * factor[k]), Element(tOrO(i + 1) * factor[k])};
+            v[t] = *reinterpret_cast<const uint32_t*>(pair);
+          }
+          quad_transpose(v, vec_lane);
+          if (row_ok[k]) *reinterpret_cast<uint4*>(row_vec + 32 * g) = make_uint4(v[0], v[1], v[2], v[3]);
         }
-        quad_transpose(v, vec_lane);
-        if (row_ok[k]) *reinterpret_cast<uint4*>(row_vec + 32 * g) = make_uint4(v[0], v[1], v[2], v[3]);
+      }
+    } else {
+      CUTE_UNROLL
+      for (int i = 0; i < size(tOrO); i += 2) {
+        const int k = slot_of(i);
+        if (row_ok[k]) {
+          const Element pair[2] = {Element(tOrO(i) * factor[k]), Element(tOrO(i + 1) * factor[k])};
+          *reinterpret_cast<uint32_t*>(out_row[k] + (get<1>(tOcO(i)) - col0)) = *reinterpret_cast<const uint32_t*>(pair);
+        }
       }
     }
     if (wg == 0 && lane % 4 == 0) {
