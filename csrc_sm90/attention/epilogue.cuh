@@ -86,7 +86,8 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
       // instead of 16 (the 4-byte stores held the epilogue on the store queue: 3-4 % of the sparse prefill and of
       // the unsplit sparse decode rows, docs/benchmarks/sm90-sparse.md, "Twelfth session"). The quad lane comes
       // from an opaque copy of the thread index: values derived from it would be hoisted out of the caller's
-      // request loop and held (spilled) through it in the producer/consumer kernels.
+      // request loop and held (spilled) through it in the producer/consumer kernels. (The binding allocates
+      // the outputs: every row starts 16-byte aligned.)
       int vec_lane = threadIdx.x % 32;
       asm volatile("" : "+r"(vec_lane));
       const int q = vec_lane % 4, vec_col = 8 * q - col0;
