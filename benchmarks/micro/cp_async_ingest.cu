@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "../../csrc_sm90/common/tensor_map.h"
+#include "launch_timer.h"
 
 constexpr int kRowBytes = 1152, kRows = 64, kTileBytes = kRows * kRowBytes;
 
@@ -93,18 +94,7 @@ constexpr int kTilesPerCta = 128;
 // Times `launch` (2 warm-up launches, then the mean of 5) and prints one line.
 template <typename Launch>
 void report(Launch launch, int sms, const char* where, const char* how, int depth) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int rep = 0; rep < 2; ++rep) launch();
-  cudaEventRecord(a);
-  const int reps = 5;
-  for (int rep = 0; rep < reps; ++rep) launch();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms;
-  cudaEventElapsedTime(&ms, a, b);
-  ms /= reps;
+  const float ms = mean_launch_ms(launch);
   const double bytes = double(sms) * kTilesPerCta * kTileBytes;
   printf("%s  %-8s  depth %d  %7.1f us  %6.0f GB/s  %5.2f us per tile per SM  (%s)\n", where, how, depth, ms * 1e3,
          bytes / ms / 1e6, ms * 1e3 / kTilesPerCta, cudaGetErrorString(cudaGetLastError()));

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "../../csrc_sm90/common/tensor_map.h"
+#include "launch_timer.h"
 
 constexpr int kRowBytes = 1152, kRows = 64, kTileBytes = kRows * kRowBytes, kChunks = kRowBytes / 16;
 constexpr int kTilesPerCta = 96;
@@ -233,18 +234,7 @@ CUtensorMap make_row_map(const char* kv, int n_rows) {
 // Times `launch` (2 warm-up launches, then the mean of 5) and prints one line.
 template <typename Launch>
 void report(Launch launch, int ctas, int share, double ws_mb, const char* how, int depth) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  for (int rep = 0; rep < 2; ++rep) launch();
-  cudaEventRecord(a);
-  const int reps = 5;
-  for (int rep = 0; rep < reps; ++rep) launch();
-  cudaEventRecord(b);
-  cudaEventSynchronize(b);
-  float ms;
-  cudaEventElapsedTime(&ms, a, b);
-  ms /= reps;
+  const float ms = mean_launch_ms(launch);
   const double landed = double(ctas) * kTilesPerCta * kTileBytes;
   printf("ws %5.1f MB  %-22s depth %d  %7.1f us  landed %6.0f GB/s  rows %6.0f GB/s  %5.2f us/tile/SM  (%s)\n", ws_mb,
          how, depth, ms * 1e3, landed / ms / 1e6, landed / share / ms / 1e6, ms * 1e3 / kTilesPerCta,
