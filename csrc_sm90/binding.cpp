@@ -199,19 +199,17 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
     p.capacity = cache_capacity(kv);
     p.kv_slot_stride = kv_slot_stride(kv);
     p.fp8_shared_dequant = !env_equals("FLASHMLA_SM90_FP8_SHARED_DEQUANT", "0");
-    auto stream = at::cuda::getCurrentCUDAStream();
-    CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPagedFp8, int(num_parts), stream));
-    combine(p, num_parts, dtype, stream);
-    return {out, lse};
+  } else {
+    p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
+    // The seesaw kernel (attention/decode_seesaw.cuh; FLASHMLA_SM90_SEESAW=0 turns it off, for A/B, read per
+    // call): d_qk 576 over TMA tiles when a KV head has more than one 64-row query tile (the compute-bound
+    // shapes) and the plan's parts average at least half a request (it pays a pair's prologue and an odd
+    // tile's phantom per part: slower on b8-h128-4k's short parts).
+    p.seesaw = !env_equals("FLASHMLA_SM90_SEESAW", "0") && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
   }
-  p.use_tma = make_kv_tensor_map(kv, &p.kv_tma);
-  // The seesaw kernel (attention/decode_seesaw.cuh; FLASHMLA_SM90_SEESAW=0 turns it off, for A/B, read per
-  // call): d_qk 576 over TMA tiles when a KV head has more than one 64-row query tile (the compute-bound
-  // shapes) and the plan's parts average at least half a request (it pays a pair's prologue and an odd
-  // tile's phantom per part: slower on b8-h128-4k's short parts).
-  p.seesaw = !env_equals("FLASHMLA_SM90_SEESAW", "0") && d == 576 && rows > fm::kTileRows && 2 * b >= num_parts;
+  const auto source = fp8 ? fm::KeySource::kPagedFp8 : fm::KeySource::kPaged;
   auto stream = at::cuda::getCurrentCUDAStream();
-  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), fm::KeySource::kPaged, int(num_parts), stream));
+  CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype, int(d), source, int(num_parts), stream));
 
   combine(p, num_parts, dtype, stream);
   return {out, lse};

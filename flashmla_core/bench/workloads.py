@@ -153,13 +153,14 @@ def flops(w: Workload) -> int:
 
 
 def nbytes(w: Workload) -> int:
-    if w.op == "dense_decode":  # targets.md's formula; an fp8_v32 cache row is 656 bytes (as in sparse decode)
-        if w.kv_format == "fp8_v32":
-            return sum(w.seqlens) * FP8_V32_BYTES_PER_TOKEN + 2 * w.b * w.s_q * w.h_q * (w.d_qk + w.d_v)
-        return 2 * (sum(w.seqlens) * w.h_kv * w.d_qk + w.b * w.s_q * w.h_q * w.d_qk + w.b * w.s_q * w.h_q * w.d_v)
-    if w.op == "sparse_decode":  # targets.md counts fp8_v32 rows; a bf16 cache row is d_qk x 2 bytes
-        per_token = FP8_V32_BYTES_PER_TOKEN if w.kv_format == "fp8_v32" else w.d_qk * 2
-        return w.b * w.s_q * w.topk * per_token + 2 * w.b * w.s_q * w.h_q * (w.d_qk + w.d_v)
+    """targets.md's formulas: the cache rows read plus q and out (decode). A cache row is h_kv x d_qk 16-bit
+    values, or 656 bytes in fp8_v32 (as targets.md counts the sparse rows)."""
+    q_and_out = 2 * w.b * w.s_q * w.h_q * (w.d_qk + w.d_v)
+    row = FP8_V32_BYTES_PER_TOKEN if w.kv_format == "fp8_v32" else w.h_kv * w.d_qk * 2
+    if w.op == "dense_decode":
+        return sum(w.seqlens) * row + q_and_out
+    if w.op == "sparse_decode":
+        return w.b * w.s_q * w.topk * row + q_and_out
     return w.s_q * w.topk * w.d_qk * 2 + w.s_q * w.h_q * (w.d_qk + w.d_v) * 2
 
 
