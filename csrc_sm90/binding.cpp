@@ -73,6 +73,26 @@ std::vector<torch::Tensor> plan(torch::Tensor seqlens, int64_t num_parts, bool d
   return {schedule, num_splits};
 }
 
+namespace {
+
+// The sparse prefill's plan when whole tokens would leave CTAs idle: n tokens of `tiles` tiles each cut into
+// num_parts equal runs (plan.cu, uniform plans); slots only for the split tokens (at most 2 x num_parts).
+std::vector<torch::Tensor> uniform_plan(const torch::Tensor& like, int64_t n, int64_t tiles, int64_t num_parts) {
+  auto opts = like.options().dtype(torch::kInt32);
+  auto schedule = torch::empty({num_parts, 8}, opts);
+  auto num_splits = torch::empty({n + 1}, opts);
+  fm::PlanParams p{};
+  p.schedule = reinterpret_cast<fm::SchedulePart*>(schedule.data_ptr<int32_t>());
+  p.num_splits = num_splits.data_ptr<int32_t>();
+  p.batch = int(n);
+  p.num_parts = int(num_parts);
+  p.uniform_tiles = int(tiles);
+  CHECK_CUDA_LAUNCH(fm::launch_plan(p, at::cuda::getCurrentCUDAStream()));
+  return {schedule, num_splits};
+}
+
+}  // namespace
+
 // Environment switches (A/B measurements, opt-ins): the variable equals `value`.
 bool env_equals(const char* name, const char* value) {
   const char* v = std::getenv(name);
@@ -131,9 +151,14 @@ bool make_kv_tensor_map(const torch::Tensor& kv, CUtensorMap* map) {
 
 // Merges the splits of the requests an attention launch left split (their normalized partials and log2
 // lse in p's workspace), applies attn_sink, and writes p's outputs.
-void combine(const fm::AttentionParams& p, int64_t num_parts, fm::DType dtype, cudaStream_t stream) {
+// by_part: the plan is a uniform one (one combine row per schedule part, see plan.cu).
+void combine(const fm::AttentionParams& p, int64_t num_parts, fm::DType dtype, cudaStream_t stream,
+             bool by_part = false) {
   fm::CombineParams c{};
   c.o_accum = p.o_accum; c.lse_accum = p.lse_accum; c.num_splits = p.num_splits; c.attn_sink = p.attn_sink;
+  c.max_accum = p.max_accum; c.max_logits = p.max_logits;
+  c.by_part = by_part ? p.schedule : nullptr;
+  c.num_parts = int(num_parts);
   c.out = p.out; c.lse = p.lse;
   c.out_stride_b = p.out_stride_b; c.out_stride_s = p.out_stride_s; c.out_stride_h = p.out_stride_h;
   c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
@@ -220,7 +245,8 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
 // 656] uint8 (fp8_v32), indices [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512],
 // max_logits [N, h_q] (empty unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode
 // both come here. With a plan (schedule, num_splits [N + 1]) a token's keys may be split across CTAs and
-// merged by the combine kernel; without one every token is one CTA's whole run.
+// merged by the combine kernel; without one every token is one CTA's whole run, except that a sparse prefill
+// may split the tokens at the boundaries of its persistent CTAs' runs (below).
 std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
                                             c10::optional<torch::Tensor> lengths, double softmax_scale,
                                             c10::optional<torch::Tensor> attn_sink, bool with_max_logits,
@@ -240,33 +266,47 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
     TORCH_CHECK(st <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
   }
   const int64_t capacity = cache_capacity(kv);
-  TORCH_CHECK(!with_max_logits || !schedule.has_value(), "flashmla_sm90: max_logits needs unsplit runs");
+  TORCH_CHECK(!with_max_logits || !schedule.has_value(), "flashmla_sm90: max_logits comes with the binding's own plan (no schedule)");
   TORCH_CHECK(!lengths.has_value() || (lengths->numel() == n && lengths->stride(0) == 1),
               "flashmla_sm90: topk lengths must be a contiguous [N] tensor");
   const int64_t rows = h_q / h_kv;
   std::vector<torch::Tensor> own_plan;
+  bool uniform = false;  // own_plan is a uniform plan: split tokens, compact slots
   if (!schedule.has_value()) {
-    // every query token whole (the deterministic plan; it reads no lengths). Sparse prefill (with_max_logits):
-    // one wave of persistent CTAs, each a contiguous run of tokens, so that a CTA's producer gathers on into
-    // its next token's tiles (~1 % on h128 prefill, mixed on h64). Sparse decode keeps a CTA per token: there
-    // the block scheduler's dynamic placement measured 3 % better on bf16-h128-mtp2. FLASHMLA_SM90_PERSIST=0: a
-    // CTA per token, for A/B; read per call.
+    // Sparse prefill (with_max_logits): one wave of persistent CTAs, each a contiguous run of tokens, so that
+    // a CTA's producer gathers on into its next token's tiles (~1 % on h128 prefill, mixed on h64). Whole
+    // tokens (the deterministic plan; it reads no lengths) unless they would leave the CTAs more than 15 %
+    // idle by count (fewer tokens than CTAs, or a few more), else the uniform plan, which splits tokens at
+    // part boundaries and merges them in the combine kernel. Its split tokens cost a float32 partial each
+    // and the combine runs after the whole grid, while the lone CTAs of a whole-token tail run faster than
+    // the count says: A/B on the H100, topk 2048 (docs/benchmarks/sm90-sparse.md, thirteenth session), s_q
+    // 16 / 64 / 148 / 400 at h_q 64 took 42.5 / 76.8 / 129 / 267 us split vs 73.6 / 81.8 / 155 / 291 whole,
+    // but s_q 200 / 1000 / 4096 1 / 2 / 1.5-2.5 % longer. Sparse decode keeps a CTA per token: there the
+    // block scheduler's dynamic placement measured 3 % better on bf16-h128-mtp2. FLASHMLA_SM90_PERSIST=0: a
+    // CTA per token, FLASHMLA_SM90_PREFILL_SPLIT=0: whole tokens, =1: split whenever whole tokens leave any
+    // CTA idle, for A/B; read per call.
     const int64_t persist_parts = with_max_logits && !env_equals("FLASHMLA_SM90_PERSIST", "0")
                                       ? default_num_parts(q, h_kv, rows) : 0;
-    own_plan = plan(indices.select(2, 0).select(1, 0), persist_parts, /*deterministic=*/true, 0);
+    const int64_t per_part = persist_parts > 0 ? (n + persist_parts - 1) / persist_parts : 0;
+    const int idle_percent = env_equals("FLASHMLA_SM90_PREFILL_SPLIT", "1") ? 0 : 15;
+    uniform = per_part * persist_parts * 100 > n * (100 + idle_percent) &&
+              !env_equals("FLASHMLA_SM90_PREFILL_SPLIT", "0");
+    own_plan = uniform ? uniform_plan(q, n, (topk + fm::kTileTokens - 1) / fm::kTileTokens, persist_parts)
+                       : plan(indices.select(2, 0).select(1, 0), persist_parts, /*deterministic=*/true, 0);
     schedule = own_plan[0];
     num_splits = own_plan[1];
   }
   TORCH_CHECK(num_splits.has_value() && num_splits->numel() == n + 1,
               "flashmla_sm90: a sparse plan counts splits per query token (num_splits [N + 1])");
   const int64_t num_parts = schedule->size(0);
-  // split-KV workspace (as in dense_decode); none is touched by a deterministic plan
-  const bool may_split = own_plan.empty();
+  // split-KV workspace (as in dense_decode; a uniform plan's compact slots); none for a deterministic plan
+  const bool may_split = own_plan.empty() || uniform;
   TORCH_CHECK(!may_split || num_parts + 1 <= 1024,
               "flashmla_sm90: the combine kernel merges at most 1024 splits per token");
-  const int64_t slots = may_split ? n + num_parts : 0;
+  const int64_t slots = uniform ? 2 * num_parts : may_split ? n + num_parts : 0;
   auto o_accum = torch::empty({slots, h_kv, rows, fm::kHeadDimV}, f32);
   auto lse_accum = torch::empty({slots, h_kv, rows}, f32);
+  auto max_accum = torch::empty({uniform ? slots : 0, h_kv, rows}, f32);
 
   fm::AttentionParams p{};
   p.q = q.data_ptr();
@@ -281,6 +321,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.max_logits = with_max_logits ? max_logits.data_ptr<float>() : nullptr;
   p.o_accum = may_split ? o_accum.data_ptr<float>() : nullptr;
   p.lse_accum = may_split ? lse_accum.data_ptr<float>() : nullptr;
+  p.max_accum = uniform ? max_accum.data_ptr<float>() : nullptr;
   p.q_stride_b = q.stride(0); p.q_stride_s = 0; p.q_stride_h = q.stride(1);
   p.kv_stride_block = kv.stride(0); p.kv_stride_page = kv.stride(1); p.kv_stride_h = kv.stride(2);
   p.kv_slot_stride = kv_slot_stride(kv);
@@ -304,7 +345,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.q_by_producer = !env_equals("FLASHMLA_SM90_Q_BY_PRODUCER", "0");  // A/B switch, read per call
   auto stream = at::cuda::getCurrentCUDAStream();
   CHECK_CUDA_LAUNCH(fm::launch_attention(p, dtype_of(q), int(d), source, int(num_parts), stream));
-  if (may_split) combine(p, num_parts, dtype_of(q), stream);
+  if (may_split) combine(p, num_parts, dtype_of(q), stream, uniform);
   return {out, max_logits, lse};
 }
 

@@ -148,7 +148,10 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
       CUTE_UNROLL
       for (int k = 0; k < 2; ++k) {
         const int grow = m_tile * kTileRows + my_row0 + 8 * k;
-        if (row_ok[k]) p.lse_accum[base + grow] = lse2[k];
+        if (row_ok[k]) {
+          p.lse_accum[base + grow] = lse2[k];
+          if (kSparse && p.max_accum != nullptr) p.max_accum[base + grow] = row_max[k];
+        }
       }
     }
   }

@@ -1,6 +1,9 @@
 // Merges the split-KV partials of each (request, query row): log-sum-exp of the partial lse (log2),
 // weighted sum of the normalized partial outputs, attn_sink, 16-bit output and natural-log lse.
-// A request with a single split was finished by the decode kernel and is skipped.
+// A request with a single split was finished by the decode kernel and is skipped. A CTA row per request, or
+// (CombineParams::by_part, the sparse prefill's uniform plan) per schedule part: the split request whose first
+// part it is, if any — a prefill's s_q may pass the grid's y limit, its split tokens number fewer than its parts.
+// Split sparse prefill tokens also get max_logits, the largest of their parts' row maxima.
 // Launched as a programmatic dependent of the attention kernel: its CTAs are dispatched while that
 // kernel's last CTAs run (no launch gap between the two) and wait for its completion before reading
 // the partials; the split counts come from the plan, which finished before the attention kernel began.
@@ -70,8 +73,11 @@ __global__ void __launch_bounds__(kCombineThreads, kCombineCtasPerSm) combine_ke
   __shared__ float weight_smem[Map::kRowsPerCta][kMaxSplitsInSmem];
   __shared__ float scratch[kCombineThreads / 32];
   const int group = threadIdx.x / kTpr, t = threadIdx.x % kTpr;
-  const int row_id = blockIdx.x * Map::kRowsPerCta + group, req = blockIdx.y;  // row_id over h_kv * rows
+  const int row_id = blockIdx.x * Map::kRowsPerCta + group;  // over h_kv * rows
   if (row_id >= p.h_kv * p.rows) return;   // a whole row group; with one row per CTA, the whole CTA
+  // by_part: the plan was made before the attention kernel began (stream order), so it may be read at once
+  const int req = p.by_part != nullptr ? p.by_part[blockIdx.y].combine_req : int(blockIdx.y);
+  if (req < 0) return;
   const int first = p.num_splits[req], n = min(p.num_splits[req + 1] - first, kMaxSplitsInSmem);
   if (n <= 1) return;
   wait_for_prerequisite_grids();  // the partials of the attention kernel
@@ -94,6 +100,14 @@ __global__ void __launch_bounds__(kCombineThreads, kCombineCtasPerSm) combine_ke
     m = fmaxf(m, weight[s]);
   }
   m = row_reduce<kTpr, true>(m, scratch);
+  // max_logits (sparse attention: s_q 1, so row grow of KV head kvh is head kvh * rows + grow), written at
+  // once: a value held through the loops below spilled at the 64-register budget
+  if (p.max_accum != nullptr) {
+    float max_logit = -INFINITY;
+    for (int s = t; s < n; s += kTpr) max_logit = fmaxf(max_logit, p.max_accum[base + s * stride]);
+    max_logit = row_reduce<kTpr, true>(max_logit, scratch);
+    if (t == 0) p.max_logits[int64_t(req) * p.h_q + kvh * p.rows + grow] = max_logit * kLn2;
+  }
   float sum = 0.f;
   for (int s = t; s < n; s += kTpr) {
     const float w = m == -INFINITY ? 0.f : exp2f(weight[s] - m);
@@ -142,12 +156,13 @@ __global__ void __launch_bounds__(kCombineThreads, kCombineCtasPerSm) combine_ke
         make_uint2(pack2<T>(acc[k].x * factor, acc[k].y * factor), pack2<T>(acc[k].z * factor, acc[k].w * factor));
   }
   if (t == 0) p.lse[(int64_t(req) * p.h_q + h) * p.s_q + j] = empty ? INFINITY : lse2 * kLn2;
+
 }
 
 cudaError_t launch_combine(const CombineParams& p, DType dtype, cudaStream_t stream) {
   cudaLaunchConfig_t config{};
   const int rows_per_cta = p.few_splits ? RowMap<true>::kRowsPerCta : RowMap<false>::kRowsPerCta;
-  config.gridDim = dim3((p.h_kv * p.rows + rows_per_cta - 1) / rows_per_cta, p.batch);
+  config.gridDim = dim3((p.h_kv * p.rows + rows_per_cta - 1) / rows_per_cta, p.by_part ? p.num_parts : p.batch);
   config.blockDim = dim3(kCombineThreads);
   config.stream = stream;
   cudaLaunchAttribute pdl{};

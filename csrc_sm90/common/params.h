@@ -14,7 +14,9 @@ struct SchedulePart {
   int32_t end_req;         // last request (inclusive); end_req < begin_req means no work
   int32_t end_tile;        // one past the last tile within end_req
   int32_t begin_slot;      // partial-output slot of begin_req's split (later requests start at their first)
-  int32_t pad0, pad1, pad2;
+  int32_t combine_req;     // uniform plans: the split request whose first part this is, else -1 (the combine's
+                           // row of this part); unused by the other plans
+  int32_t pad1, pad2;
 };
 static_assert(sizeof(SchedulePart) == 32, "the plan buffer is int32 [num_parts, 8]");
 
@@ -48,6 +50,7 @@ struct AttentionParams {
   int64_t lse_stride_b, lse_stride_h, lse_stride_s;
   float* o_accum;             // [slots, h_kv, rows, 512] fp32, normalized partial outputs
   float* lse_accum;           // [slots, h_kv, rows], log2 domain, -inf when empty
+  float* max_accum;           // split sparse prefill: [slots, h_kv, rows] partial row maxima (log2 units), or nullptr
   int64_t q_stride_b, q_stride_s, q_stride_h;
   int64_t kv_stride_block, kv_stride_page, kv_stride_h;  // in cache elements (bytes for fp8_v32)
   int64_t kv_slot_stride;     // slot-addressed (sparse, fp8_v32): kv_stride_page when the pages are contiguous
@@ -86,17 +89,24 @@ struct PlanParams {
   bool deterministic;         // one part per request, no split: batch invariant
   int splits_per_request;     // > 0: every request cut into this many equal parts (num_parts = batch x it;
                               // sparse decode, where every run is topk keys); 0: balanced by cost
+  int uniform_tiles;          // > 0: every request is this many tiles (sparse prefill: topk), cut into num_parts
+                              // equal runs at even tiles; slots only for split requests (compact: at most
+                              // 2 x num_parts), each split request named by its first part (combine_req)
 };
 
 struct CombineParams {
   const float* o_accum;
   const float* lse_accum;
+  const float* max_accum;     // nullptr, or the partial row maxima, merged into max_logits
   const int32_t* num_splits;
+  const SchedulePart* by_part;  // nullptr: a CTA row per request; else per schedule part (its combine_req)
   const float* attn_sink;
   void* out;
   float* lse;
+  float* max_logits;          // [b, h_q] when max_accum is given
   int64_t out_stride_b, out_stride_s, out_stride_h;
   int batch, s_q, h_q, h_kv, rows;
+  int num_parts;              // rows of by_part
   bool programmatic;          // launch as a programmatic dependent of the attention kernel (PDL)
   bool few_splits;            // the plan averages at most two splits per request (combine.cu)
 };

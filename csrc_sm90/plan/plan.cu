@@ -9,6 +9,10 @@
 // A split costs a float32 partial write and the combine: when there are parts for all requests and
 // none costs more than kSplitWorthOverheadPercent above an equal cut, whole requests are the faster plan
 // (measured on the H100: 4-10 % on b = 128 memory-bound rows; docs/benchmarks/sm90-dense-decode.md).
+// Uniform plans (sparse prefill: every query token is topk keys, thousands of tokens) cut the tokens' pairs of
+// tiles into num_parts equal runs, one persistent CTA each, so that no CTA runs a whole token more than the
+// others (4096 tokens on 132 CTAs: 32 vs 31.03); only the tokens at part boundaries are split, and only
+// they get partial-output slots.
 #include "../common/api.h"
 
 namespace flashmla_sm90 {
@@ -41,12 +45,53 @@ __device__ void block_exclusive_scan(int* data, int n) {
   __syncthreads();
 }
 
+// The uniform plan in units of tile pairs (the prefill kernel runs tiles in pairs: a cut at an odd tile would
+// give both pieces a padded pair). Token r covers pairs [r U, (r + 1) U), part i [i payload, (i + 1) payload).
+// No start overhead is counted: every part starts 31-33 tokens alike, and a boundary inside a token always
+// leaves both pieces a pair (with an overhead unit, a boundary inside it would make an empty piece).
+__device__ void uniform_plan(const PlanParams& p) {
+  const int b = p.batch;
+  const int64_t unit_per_req = (p.uniform_tiles + 1) / 2;
+  const int64_t total = int64_t(b) * unit_per_req;
+  const int64_t payload = max(int64_t(1), (total + p.num_parts - 1) / p.num_parts);
+  auto first_part = [&](int r) { return int(r * unit_per_req / payload); };
+  auto last_part = [&](int r) { return int(((r + 1) * unit_per_req - 1) / payload); };
+  auto slots_of = [&](int r) {  // a request in one part is finished by it and needs no slot
+    const int n = last_part(r) - first_part(r) + 1;
+    return n > 1 ? n : 0;
+  };
+  for (int i = threadIdx.x; i < b; i += blockDim.x) p.num_splits[i] = slots_of(i);
+  __syncthreads();
+  block_exclusive_scan(p.num_splits, b);  // in global memory: b may be a prefill's s_q (70 000+)
+  for (int part = threadIdx.x; part < p.num_parts; part += blockDim.x) {
+    const int64_t lo = part * payload, hi = min(total, lo + payload);
+    if (lo >= total) {
+      p.schedule[part] = SchedulePart{1, 0, 0, 0, 0, -1, 0, 0};
+      continue;
+    }
+    const int begin_req = int(lo / unit_per_req), end_req = int((hi - 1) / unit_per_req);
+    SchedulePart s;
+    s.begin_req = begin_req;
+    s.begin_tile = int(2 * (lo - begin_req * unit_per_req));
+    s.end_req = end_req;
+    s.end_tile = int(min(int64_t(p.uniform_tiles), 2 * (hi - end_req * unit_per_req)));
+    s.begin_slot = p.num_splits[begin_req] + (part - first_part(begin_req));
+    s.combine_req = slots_of(end_req) > 0 && first_part(end_req) == part ? end_req : -1;
+    s.pad1 = s.pad2 = 0;
+    p.schedule[part] = s;
+  }
+}
+
 __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) {
   extern __shared__ int smem[];
   int* units = smem;                   // [b + 1]: exclusive prefix of request costs
   int* splits = smem + p.batch + 1;    // [b + 1]: exclusive prefix of splits per request
   const int b = p.batch;
 
+  if (p.uniform_tiles > 0) {
+    uniform_plan(p);
+    return;
+  }
   if (p.splits_per_request > 0) {  // part i = split i % k of request i / k, equal tile ranges
     const int k = p.splits_per_request;
     for (int i = threadIdx.x; i <= b; i += blockDim.x) p.num_splits[i] = i * k;
@@ -122,14 +167,15 @@ __global__ void __launch_bounds__(kPlanThreads) plan_kernel(const PlanParams p) 
     s.end_req = end_req;
     s.end_tile = max(0, hi - units[end_req] - kRequestOverheadTiles);
     s.begin_slot = splits[begin_req] + (part - units[begin_req] / payload);
-    s.pad0 = s.pad1 = s.pad2 = 0;
+    s.combine_req = s.pad1 = s.pad2 = 0;
     p.schedule[part] = s;
   }
 }
 
 cudaError_t launch_plan(const PlanParams& p, cudaStream_t stream) {
   // prefix sums live in shared memory; a deterministic plan needs none (b may be a prefill's s_q)
-  const int smem = p.deterministic || p.splits_per_request > 0 ? 0 : 2 * (p.batch + 1) * int(sizeof(int));
+  const int smem = p.deterministic || p.splits_per_request > 0 || p.uniform_tiles > 0
+                       ? 0 : 2 * (p.batch + 1) * int(sizeof(int));
   if (smem > 200 * 1024) return cudaErrorInvalidValue;
   cudaError_t err = cudaFuncSetAttribute(plan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;

@@ -90,6 +90,14 @@ if __name__ == "__main__":
     idx = torch.randint(-3, 510, (300, 1, 128), device="cuda", generator=g).int()
     attention.sparse_prefill(q, kv, idx, softmax_scale=0.04,
                              topk_length=torch.randint(0, 129, (300,), dtype=torch.int32, device="cuda", generator=g))
+    # sparse prefill on the uniform plan: tokens split at part boundaries (150 tokens of 5 tile pairs on 132
+    # parts; 3 tokens of 4 pairs, one pair per part), their partials and max_logits merged by the combine
+    for n, topk in ((150, 640), (3, 512)):
+        q = torch.randn(n, 64, 576, device="cuda", generator=g).bfloat16()
+        idx = torch.randint(-3, 510, (n, 1, topk), device="cuda", generator=g).int()
+        attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, attn_sink=torch.randn(64, device="cuda"),
+                                 topk_length=torch.randint(0, topk + 1, (n,), dtype=torch.int32, device="cuda",
+                                                           generator=g))
     q = torch.randn(80, 2, 128, 576, device="cuda", generator=g).bfloat16()
     idx = torch.randint(-3, 290, (80, 2, 128), device="cuda", generator=g).int()
     attention.sparse_decode(q, packed, idx, topk_length=torch.randint(0, 129, (80,), dtype=torch.int32, device="cuda",

@@ -142,10 +142,60 @@ def test_sparse_prefill_against_reference(s_q, h_q, h_kv, s_kv, topk):
     torch.testing.assert_close(lse[rows], ref[2], atol=1e-4, rtol=1e-5)
 
 
+def _prefill_inputs(s_q, h_q, s_kv, topk, seed):
+    """Sparse prefill inputs: invalid indices (negative, past s_kv), random topk_length (0 included), and
+    every kv row no index refers to set to NaN."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(s_q, h_q, 576, device="cuda", generator=g).bfloat16()
+    kv = torch.randn(s_kv, 1, 576, device="cuda", generator=g).bfloat16()
+    idx = torch.randint(-8, s_kv + 8, (s_q, 1, topk), device="cuda", generator=g).int()
+    lengths = torch.randint(0, topk + 1, (s_q,), device="cuda", generator=g).int()
+    lengths[:3] = torch.tensor([topk, 0, 1])
+    counted = torch.arange(topk, device="cuda")[None, :] < lengths[:, None]
+    used = idx[:, 0][counted & (idx[:, 0] >= 0) & (idx[:, 0] < s_kv)].long()
+    referenced = torch.zeros(s_kv, dtype=torch.bool, device="cuda")
+    referenced[used] = True
+    kv[~referenced] = float("nan")
+    return q, kv, idx, lengths, torch.randn(h_q, device="cuda", generator=g)
+
+
+# The uniform plan (plan.cu) splits the tokens at its parts' boundaries when whole tokens would leave the
+# CTAs over 15 % idle: more tokens than parts (h_q 64: 132 parts, h_q 128: 66), fewer (each token over
+# several parts), tile counts odd and even; and whole tokens filling the parts (132 x 2 tokens: no split).
+@pytest.mark.parametrize("s_q,h_q,topk", [(300, 64, 640), (200, 128, 576), (7, 64, 2048), (40, 128, 320),
+                                          (264, 64, 256)])
+def test_sparse_prefill_split_tokens_against_reference(s_q, h_q, topk):
+    q, kv, idx, lengths, sink = _prefill_inputs(s_q, h_q, 3000, topk, seed=s_q)
+    out, max_logits, lse = attention.sparse_prefill(q, kv, idx, softmax_scale=576 ** -0.5, topk_length=lengths,
+                                                    attn_sink=sink)
+    ref = attention.sparse_prefill(q, kv, idx, softmax_scale=576 ** -0.5, topk_length=lengths, attn_sink=sink,
+                                   backend="reference")
+    torch.testing.assert_close(out.float(), ref[0].float(), atol=6e-3, rtol=2e-2)
+    torch.testing.assert_close(max_logits, ref[1], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(lse, ref[2], atol=1e-4, rtol=1e-5)
+    again = attention.sparse_prefill(q, kv, idx, softmax_scale=576 ** -0.5, topk_length=lengths, attn_sink=sink)
+    assert all(torch.equal(a, b) for a, b in zip((out, max_logits, lse), again))  # run-to-run bitwise
+
+
+def test_sparse_prefill_split_changes_only_boundary_tokens(monkeypatch):
+    # against whole tokens (FLASHMLA_SM90_PREFILL_SPLIT=0): max_logits bit for bit everywhere (a max is exact
+    # in any order), out and lse bit for bit except on the tokens split at a boundary (fewer than the parts)
+    q, kv, idx, lengths, sink = _prefill_inputs(400, 64, 3000, 1024, seed=5)
+    split = attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, topk_length=lengths, attn_sink=sink)
+    monkeypatch.setenv("FLASHMLA_SM90_PREFILL_SPLIT", "0")
+    whole = attention.sparse_prefill(q, kv, idx, softmax_scale=0.04, topk_length=lengths, attn_sink=sink)
+    assert torch.equal(split[1], whole[1])
+    differ = ((split[0] != whole[0]).flatten(1).any(1) | (split[2] != whole[2]).any(1)).sum().item()
+    assert 0 < differ < torch.cuda.get_device_properties(0).multi_processor_count
+    torch.testing.assert_close(split[0].float(), whole[0].float(), atol=4e-3, rtol=1e-2)
+    torch.testing.assert_close(split[2], whole[2], atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("switch", ["FLASHMLA_SM90_PERSIST", "FLASHMLA_SM90_Q_BY_PRODUCER"])
 def test_sparse_prefill_a_b_forms_agree_bitwise(switch, monkeypatch):
-    # persistent CTAs over runs of tokens vs a CTA per token; Q loaded by the producer vs by the consumers:
+    # persistent CTAs over runs of whole tokens vs a CTA per token; Q loaded by the producer vs by the consumers:
     # every token's arithmetic is the same, so are the bits
+    monkeypatch.setenv("FLASHMLA_SM90_PREFILL_SPLIT", "0")
     g = torch.Generator(device="cuda").manual_seed(3)
     q = torch.randn(400, 128, 576, device="cuda", generator=g).bfloat16()
     kv = torch.randn(700, 1, 576, device="cuda", generator=g).bfloat16()
