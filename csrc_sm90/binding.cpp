@@ -289,8 +289,9 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
                                       ? default_num_parts(q, h_kv, rows) : 0;
     const int64_t per_part = persist_parts > 0 ? (n + persist_parts - 1) / persist_parts : 0;
     const int idle_percent = env_equals("FLASHMLA_SM90_PREFILL_SPLIT", "1") ? 0 : 15;
+    // (split parts' row maxima come from sparse_seesaw.cuh only, not from the two-buffer kernel's A/B form)
     uniform = per_part * persist_parts * 100 > n * (100 + idle_percent) &&
-              !env_equals("FLASHMLA_SM90_PREFILL_SPLIT", "0");
+              !env_equals("FLASHMLA_SM90_PREFILL_SPLIT", "0") && !env_equals("FLASHMLA_SM90_SPARSE_SEESAW", "0");
     own_plan = uniform ? uniform_plan(q, n, (topk + fm::kTileTokens - 1) / fm::kTileTokens, persist_parts)
                        : plan(indices.select(2, 0).select(1, 0), persist_parts, /*deterministic=*/true, 0);
     schedule = own_plan[0];

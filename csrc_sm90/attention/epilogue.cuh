@@ -22,7 +22,10 @@ namespace flashmla_sm90 {
 // form instead).
 // kVecStores: finished outputs by 16-byte stores (below); false keeps 4-byte stores (the dense seesaw: its main loop
 // measured ~1 % slower with the 16-byte form's code, its rows being mostly split).
-template <typename Element, bool kSparse, bool kRoleSplit = false, bool kVecStores = true, class FragO, class CoordO>
+// kPartialMax: partials also carry their row maxima (p.max_accum, for a split sparse prefill's max_logits); only
+// the kernel that serves split prefills compiles it (the store reshuffled the others' register allocation).
+template <typename Element, bool kSparse, bool kRoleSplit = false, bool kVecStores = true, bool kPartialMax = false,
+          class FragO, class CoordO>
 __device__ __forceinline__ void store_attention_output(const AttentionParams& p, float (*row_sum_smem)[kTileRows],
                                                        int barrier_id, FragO& tOrO, const CoordO& tOcO,
                                                        const float (&row_max)[2], const float (&row_sum)[2],
@@ -150,7 +153,7 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
         const int grow = m_tile * kTileRows + my_row0 + 8 * k;
         if (row_ok[k]) {
           p.lse_accum[base + grow] = lse2[k];
-          if (kSparse && p.max_accum != nullptr) p.max_accum[base + grow] = row_max[k];
+          if (kPartialMax && p.max_accum != nullptr) p.max_accum[base + grow] = row_max[k];
         }
       }
     }

@@ -50,7 +50,6 @@ struct AttentionParams {
   int64_t lse_stride_b, lse_stride_h, lse_stride_s;
   float* o_accum;             // [slots, h_kv, rows, 512] fp32, normalized partial outputs
   float* lse_accum;           // [slots, h_kv, rows], log2 domain, -inf when empty
-  float* max_accum;           // split sparse prefill: [slots, h_kv, rows] partial row maxima (log2 units), or nullptr
   int64_t q_stride_b, q_stride_s, q_stride_h;
   int64_t kv_stride_block, kv_stride_page, kv_stride_h;  // in cache elements (bytes for fp8_v32)
   int64_t kv_slot_stride;     // slot-addressed (sparse, fp8_v32): kv_stride_page when the pages are contiguous
@@ -79,6 +78,7 @@ struct AttentionParams {
   // last P V and epilogue of the request before (false: the consumers load every one at the request's start)
   bool q_by_producer;
   CUtensorMap kv_tma;
+  float* max_accum;           // split sparse prefill: [slots, h_kv, rows] partial row maxima (log2 units), or nullptr
 };
 
 struct PlanParams {
