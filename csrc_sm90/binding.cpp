@@ -245,13 +245,13 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
 // 656] uint8 (fp8_v32), indices [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512],
 // max_logits [N, h_q] (empty unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode
 // both come here. With a plan (schedule, num_splits [N + 1]) a token's keys may be split across CTAs and
-// merged by the combine kernel; without one every token is one CTA's whole run, except that a sparse prefill
+// merged by the combine kernel (unsplit: the plan has one part per token, so nothing is merged); without one every token is one CTA's whole run, except that a sparse prefill
 // may split the tokens at the boundaries of its persistent CTAs' runs (below).
 std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
                                             c10::optional<torch::Tensor> lengths, double softmax_scale,
                                             c10::optional<torch::Tensor> attn_sink, bool with_max_logits,
                                             c10::optional<torch::Tensor> schedule,
-                                            c10::optional<torch::Tensor> num_splits) {
+                                            c10::optional<torch::Tensor> num_splits, bool unsplit) {
   check_sm90(q);
   c10::cuda::CUDAGuard guard(q.device());
   const int64_t n = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(2), topk = indices.size(2);
@@ -300,8 +300,10 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   TORCH_CHECK(num_splits.has_value() && num_splits->numel() == n + 1,
               "flashmla_sm90: a sparse plan counts splits per query token (num_splits [N + 1])");
   const int64_t num_parts = schedule->size(0);
-  // split-KV workspace (as in dense_decode; a uniform plan's compact slots); none for a deterministic plan
-  const bool may_split = own_plan.empty() || uniform;
+  TORCH_CHECK(!unsplit || num_parts == n, "flashmla_sm90: an unsplit sparse plan has one part per query token");
+  // split-KV workspace (as in dense_decode; a uniform plan's compact slots); none for a plan that splits no
+  // token (the binding's deterministic one, or the caller's with `unsplit`: no workspace, no combine launch)
+  const bool may_split = (own_plan.empty() && !unsplit) || uniform;
   TORCH_CHECK(!may_split || num_parts + 1 <= 1024,
               "flashmla_sm90: the combine kernel merges at most 1024 splits per token");
   const int64_t slots = uniform ? 2 * num_parts : may_split ? n + num_parts : 0;

@@ -128,7 +128,7 @@ class SM90Backend(Backend):
     def sparse_prefill(self, q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
         lengths = topk_length.contiguous() if topk_length is not None else None
         return tuple(self.ext.sparse_attention(q, kv.unsqueeze(1), indices, lengths, softmax_scale, attn_sink,
-                                               True, None, None))
+                                               True, None, None, False))
 
     def sparse_decode(self, q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length,
                       attn_sink, plan):
@@ -137,10 +137,11 @@ class SM90Backend(Backend):
         b, s_q, h_q, d = q.shape
         tokens = b * s_q
         schedule, num_splits = plan if plan else self._plan_sparse(q, tokens, indices.shape[-1], h_q, False)
-        if schedule.shape[0] == tokens:  # one part per token (deterministic): no split, no workspace
-            schedule = num_splits = None
+        # one part per token (deterministic, or one split each): nothing to merge, so no workspace and no combine
+        # launch; the call runs the planned schedule rather than planning again (a plan kernel less per call)
+        unsplit = schedule.shape[0] == tokens
         lengths = topk_length[:, None].expand(b, s_q).contiguous().view(tokens) if topk_length is not None else None
         out, _, lse = self.ext.sparse_attention(q.reshape(tokens, h_q, d), kv_cache,
                                                 indices.reshape(tokens, 1, indices.shape[-1]), lengths,
-                                                softmax_scale, attn_sink, False, schedule, num_splits)
+                                                softmax_scale, attn_sink, False, schedule, num_splits, unsplit)
         return out.view(b, s_q, h_q, -1), lse.view(b, s_q, h_q).transpose(1, 2).contiguous()
