@@ -24,10 +24,8 @@ namespace flashmla_sm90 {
 // measured ~1 % slower with the 16-byte form's code, its rows being mostly split).
 // kPartialMax: partials also carry their row maxima (p.max_accum, for a split sparse prefill's max_logits); only
 // the kernel that serves split prefills compiles it (the store reshuffled the others' register allocation).
-// kLseGroup: lse at (req / p.lse_group, h, req % p.lse_group) (a sparse decode with s_q > 1: [b, h_q, s_q]); only
-// the kernel instances that serve such calls compile the division, for the same reason.
 template <typename Element, bool kSparse, bool kRoleSplit = false, bool kVecStores = true, bool kPartialMax = false,
-          bool kLseGroup = false, class FragO, class CoordO>
+          class FragO, class CoordO>
 __device__ __forceinline__ void store_attention_output(const AttentionParams& p, float (*row_sum_smem)[kTileRows],
                                                        int barrier_id, FragO& tOrO, const CoordO& tOcO,
                                                        const float (&row_max)[2], const float (&row_sum)[2],
@@ -129,8 +127,8 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
         const int grow = m_tile * kTileRows + my_row0 + 8 * k;
         if (row_ok[k]) {
           const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-          // kLseGroup: a request is one query token (j is 0), lse_group tokens share an lse row
-          const int lse_req = kLseGroup ? req / p.lse_group : req, lse_j = kLseGroup ? req % p.lse_group : j;
+          // sparse: a request is one query token, j is 0; lse_group tokens share an lse row (AttentionParams)
+          const int lse_req = kSparse ? req / p.lse_group : req, lse_j = kSparse ? req % p.lse_group : j;
           const int64_t at = lse_req * p.lse_stride_b + h * p.lse_stride_h + lse_j * p.lse_stride_s;
           p.lse[at] = lse2[k] == kNegInf ? INFINITY : lse2[k] * kLn2;
           if (kSparse && p.max_logits != nullptr) p.max_logits[at] = row_max[k] * kLn2;

@@ -87,8 +87,7 @@ struct Fp8DecodeConfig {
 // kShare: WG1 dequantizes dims [256, 512) of token rows 32..63 of every tile (its share), the producer the
 // rest; else the producer all of it.
 // kDense: keys from the block table (dense decode), else from index lists (sparse decode).
-// kLseGroup: a sparse decode with s_q > 1 (lse written as [b, h_q, s_q]; epilogue.cuh)
-template <typename Element, bool kShare, bool kDense, bool kLseGroup>
+template <typename Element, bool kShare, bool kDense>
 __global__ void __launch_bounds__(384, 1) mla_fp8_decode_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Cfg = Fp8DecodeConfig<Element>;
@@ -379,9 +378,8 @@ __global__ void __launch_bounds__(384, 1) mla_fp8_decode_kernel(const __grid_con
       const RequestSplit split = request_split(p, part, req);
       int out_m_tile = m_tile, out_kvh = kvh;
       asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
-      store_attention_output<Element, !kDense, true, true, false, kLseGroup>(
-          p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile, out_kvh, req, split.slot,
-          split.n_splits);
+      store_attention_output<Element, !kDense, true>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile,
+                                            out_kvh, req, split.slot, split.n_splits);
       named_barrier_unaligned(kBarConsumers, 256);  // Q tile and row_sum are reused by the next request
     }
   };
@@ -398,17 +396,8 @@ __global__ void __launch_bounds__(384, 1) mla_fp8_decode_kernel(const __grid_con
 template <typename Element, bool kDense>
 cudaError_t launch_fp8_decode(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   using Cfg = Fp8DecodeConfig<Element>;
-  if constexpr (!kDense) {
-    if (p.lse_group > 1) {
-      return p.fp8_shared_dequant
-                 ? launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, true, kDense, true>, p, num_parts, stream)
-                 : launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, false, kDense, true>, p, num_parts, stream);
-    }
-  }
-  if (p.fp8_shared_dequant) {
-    return launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, true, kDense, false>, p, num_parts, stream);
-  }
-  return launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, false, kDense, false>, p, num_parts, stream);
+  if (p.fp8_shared_dequant) return launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, true, kDense>, p, num_parts, stream);
+  return launch_tiled<Cfg>(mla_fp8_decode_kernel<Element, false, kDense>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90

@@ -333,9 +333,8 @@ __global__ void __launch_bounds__(256, 1) mla_attention_kernel(const __grid_cons
     }
     cp_async_wait<0>();
 
-    // (the sparse forms here are A/B baselines: one instance for every lse_group)
-    store_attention_output<Element, kSparse, false, true, false, kSparse>(
-        p, ss.row_sum, 1, tOrO, tOcO, row_max, row_sum, m_tile, kvh, req, split.slot, split.n_splits);
+    store_attention_output<Element, kSparse>(p, ss.row_sum, 1, tOrO, tOcO, row_max, row_sum, m_tile, kvh, req,
+                                             split.slot, split.n_splits);
     __syncthreads();  // Q tile and row_sum are reused by the next request
   }
 #endif

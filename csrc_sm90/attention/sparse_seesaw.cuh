@@ -77,9 +77,8 @@ struct SparseSeesawConfig {
   static_assert(kSmemBytes <= 227 * 1024, "more shared memory than an sm_90 CTA may have");
 };
 
-// kPartialMax: split parts also write their row maxima (a sparse prefill on a uniform plan, p.max_accum);
-// kLseGroup: a sparse decode with s_q > 1 (lse written as [b, h_q, s_q]; epilogue.cuh)
-template <typename Element, int kD, bool kPartialMax, bool kLseGroup>
+// kPartialMax: split parts also write their row maxima (a sparse prefill on a uniform plan, p.max_accum)
+template <typename Element, int kD, bool kPartialMax>
 __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_constant__ AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kProducerRegs = 72, kConsumerRegs = 216;  // 2 x 128 x 216 + 128 x 72 <= 64 K
@@ -396,9 +395,9 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
     // m_tile and kvh laundered: addresses derived from them were hoisted out of the request loop and spilled
     int out_m_tile = m_tile, out_kvh = kvh;
     asm volatile("" : "+r"(out_m_tile), "+r"(out_kvh));
-    store_attention_output<Element, true, false, true, kPartialMax, kLseGroup>(
-        p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max, row_sum, out_m_tile, out_kvh, req, split.slot,
-        split.n_splits);
+    store_attention_output<Element, true, false, true, kPartialMax>(p, ss.row_sum, kBarEpilogue, tOrO, tOcO, row_max,
+                                                                    row_sum, out_m_tile, out_kvh, req, split.slot,
+                                                                    split.n_splits);
     named_barrier(kBarConsumers, 256);  // row_sum (and the consumers' Q tile) are reused by the next request
   }
 #endif
@@ -407,11 +406,8 @@ __global__ void __launch_bounds__(384, 1) mla_sparse_seesaw_kernel(const __grid_
 template <typename Element, int kD>
 cudaError_t launch_sparse_seesaw(const AttentionParams& p, int num_parts, cudaStream_t stream) {
   using Cfg = SparseSeesawConfig<Element, kD>;
-  if (p.max_accum != nullptr) {  // a sparse prefill (lse_group 1) on a uniform plan
-    return launch_tiled<Cfg>(mla_sparse_seesaw_kernel<Element, kD, true, false>, p, num_parts, stream);
-  }
-  if (p.lse_group > 1) return launch_tiled<Cfg>(mla_sparse_seesaw_kernel<Element, kD, false, true>, p, num_parts, stream);
-  return launch_tiled<Cfg>(mla_sparse_seesaw_kernel<Element, kD, false, false>, p, num_parts, stream);
+  return p.max_accum != nullptr ? launch_tiled<Cfg>(mla_sparse_seesaw_kernel<Element, kD, true>, p, num_parts, stream)
+                                : launch_tiled<Cfg>(mla_sparse_seesaw_kernel<Element, kD, false>, p, num_parts, stream);
 }
 
 }  // namespace flashmla_sm90
