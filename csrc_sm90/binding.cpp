@@ -161,7 +161,7 @@ void combine(const fm::AttentionParams& p, int64_t num_parts, fm::DType dtype, c
   c.num_parts = int(num_parts);
   c.out = p.out; c.lse = p.lse;
   c.out_stride_b = p.out_stride_b; c.out_stride_s = p.out_stride_s; c.out_stride_h = p.out_stride_h;
-  c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows; c.lse_group = p.lse_group;
+  c.batch = p.batch; c.s_q = p.s_q; c.h_q = p.h_q; c.h_kv = p.h_kv; c.rows = p.rows;
   static const bool pdl_off = env_equals("FLASHMLA_SM90_PDL", "0");  // a plain launch, for A/B measurements
   c.programmatic = !pdl_off;
   c.few_splits = num_parts <= 2 * int64_t(p.batch);
@@ -214,7 +214,6 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
   p.bt_stride_b = block_table.stride(0);
   p.out_stride_b = out.stride(0); p.out_stride_s = out.stride(1); p.out_stride_h = out.stride(2);
   p.lse_stride_b = h_q * s_q; p.lse_stride_h = s_q; p.lse_stride_s = 1;
-  p.lse_group = 1;
   p.batch = int(b); p.s_q = int(s_q); p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = int(kv.size(1));
   p.rows = int(rows);
   p.scale_log2 = float(softmax_scale * 1.4426950408889634);
@@ -244,7 +243,7 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
 // Token-sparse attention of N query tokens, each over its own index list: q [N, h_q, d], kv
 // [num_blocks, page_size, h_kv, d] bf16 (sparse prefill: [s_kv, 1, h_kv, d]) or [num_blocks, page_size, 1,
 // 656] uint8 (fp8_v32), indices [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512],
-// max_logits [N, h_q] (empty unless asked), lse [N, h_q], or with lse_group g > 1 [N / g, h_q, g]). Sparse prefill and (token-major) sparse decode
+// max_logits [N, h_q] (empty unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode
 // both come here. With a plan (schedule, num_splits [N + 1]) a token's keys may be split across CTAs and
 // merged by the combine kernel (unsplit: the plan has one part per token, so nothing is merged); without one every token is one CTA's whole run, except that a sparse prefill
 // may split the tokens at the boundaries of its persistent CTAs' runs (below).
@@ -252,8 +251,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
                                             c10::optional<torch::Tensor> lengths, double softmax_scale,
                                             c10::optional<torch::Tensor> attn_sink, bool with_max_logits,
                                             c10::optional<torch::Tensor> schedule,
-                                            c10::optional<torch::Tensor> num_splits, bool unsplit,
-                                            int64_t lse_group) {
+                                            c10::optional<torch::Tensor> num_splits, bool unsplit) {
   check_sm90(q);
   c10::cuda::CUDAGuard guard(q.device());
   const int64_t n = q.size(0), h_q = q.size(1), d = q.size(2), h_kv = kv.size(2), topk = indices.size(2);
@@ -262,9 +260,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   auto out = torch::empty({n, h_q, fm::kHeadDimV}, q.options());
   auto f32 = q.options().dtype(torch::kFloat32);
   auto max_logits = torch::empty({with_max_logits ? n : 0, h_q}, f32);
-  TORCH_CHECK(lse_group >= 1 && n % lse_group == 0, "flashmla_sm90: lse_group must divide the token count");
-  // lse_group g > 1 (a sparse decode of s_q g): [n / g, h_q, g], the decode's lse layout, written as is
-  auto lse = lse_group > 1 ? torch::empty({n / lse_group, h_q, lse_group}, f32) : torch::empty({n, h_q}, f32);
+  auto lse = torch::empty({n, h_q}, f32);
   if (n == 0) return {out, max_logits, lse};
   for (auto st : {q.stride(0), q.stride(1), indices.stride(0), indices.stride(1)}) {
     TORCH_CHECK(st <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
@@ -334,8 +330,7 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
   p.kv_slot_stride = kv_slot_stride(kv);
   p.idx_stride_b = indices.stride(0); p.idx_stride_h = indices.stride(1);
   p.out_stride_b = out.stride(0); p.out_stride_s = 0; p.out_stride_h = out.stride(1);
-  p.lse_stride_b = h_q * lse_group; p.lse_stride_h = lse_group; p.lse_stride_s = 1;
-  p.lse_group = int(lse_group);
+  p.lse_stride_b = h_q; p.lse_stride_h = 1; p.lse_stride_s = 0;
   p.batch = int(n); p.s_q = 1; p.h_q = int(h_q); p.h_kv = int(h_kv); p.page_size = int(kv.size(1));
   p.rows = int(rows);
   p.topk = int(topk);

@@ -127,9 +127,7 @@ __device__ __forceinline__ void store_attention_output(const AttentionParams& p,
         const int grow = m_tile * kTileRows + my_row0 + 8 * k;
         if (row_ok[k]) {
           const int j = grow / heads_per_kv, h = kvh * heads_per_kv + grow % heads_per_kv;
-          // sparse: a request is one query token, j is 0; lse_group tokens share an lse row (AttentionParams)
-          const int lse_req = kSparse ? req / p.lse_group : req, lse_j = kSparse ? req % p.lse_group : j;
-          const int64_t at = lse_req * p.lse_stride_b + h * p.lse_stride_h + lse_j * p.lse_stride_s;
+          const int64_t at = req * p.lse_stride_b + h * p.lse_stride_h + j * p.lse_stride_s;
           p.lse[at] = lse2[k] == kNegInf ? INFINITY : lse2[k] * kLn2;
           if (kSparse && p.max_logits != nullptr) p.max_logits[at] = row_max[k] * kLn2;
         }

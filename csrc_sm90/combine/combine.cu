@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kCombineThreads, kCombineCtasPerSm) combine_ke
   const int row_id = blockIdx.x * Map::kRowsPerCta + group;  // over h_kv * rows
   if (row_id >= p.h_kv * p.rows) return;   // a whole row group; with one row per CTA, the whole CTA
   // by_part: the plan was made before the attention kernel began (stream order), so it may be read at once
-  const int req = p.by_part != nullptr ? p.by_part[blockIdx.y].combine_req : int(blockIdx.y * gridDim.z + blockIdx.z);
+  const int req = p.by_part != nullptr ? p.by_part[blockIdx.y].combine_req : int(blockIdx.y);
   if (req < 0) return;
   const int first = p.num_splits[req], n = min(p.num_splits[req + 1] - first, kMaxSplitsInSmem);
   if (n <= 1) return;
@@ -155,21 +155,14 @@ __global__ void __launch_bounds__(kCombineThreads, kCombineCtasPerSm) combine_ke
     *reinterpret_cast<uint2*>(out + (t + kTpr * k) * 4) =
         make_uint2(pack2<T>(acc[k].x * factor, acc[k].y * factor), pack2<T>(acc[k].z * factor, acc[k].w * factor));
   }
-  if (t == 0) {  // lse [b, h_q, s_q]; a sparse decode's token is its own request, lse_group (gridDim.z) of them
-                 // one lse row (blockIdx.y) — the grid's coordinates, not a division: that spilled
-    const int64_t at = p.by_part != nullptr ? (int64_t(req) * p.h_q + h) * p.s_q + j
-                                            : (int64_t(blockIdx.y) * p.h_q + h) * (p.s_q * gridDim.z) + j + blockIdx.z;
-    p.lse[at] = empty ? INFINITY : lse2 * kLn2;
-  }
+  if (t == 0) p.lse[(int64_t(req) * p.h_q + h) * p.s_q + j] = empty ? INFINITY : lse2 * kLn2;
+
 }
 
 cudaError_t launch_combine(const CombineParams& p, DType dtype, cudaStream_t stream) {
   cudaLaunchConfig_t config{};
   const int rows_per_cta = p.few_splits ? RowMap<true>::kRowsPerCta : RowMap<false>::kRowsPerCta;
-  // y, z: request / lse_group and its place in its group (by_part: the part, lse_group 1)
-  const int group = p.by_part ? 1 : p.lse_group;
-  config.gridDim = dim3((p.h_kv * p.rows + rows_per_cta - 1) / rows_per_cta, p.by_part ? p.num_parts : p.batch / group,
-                        group);
+  config.gridDim = dim3((p.h_kv * p.rows + rows_per_cta - 1) / rows_per_cta, p.by_part ? p.num_parts : p.batch);
   config.blockDim = dim3(kCombineThreads);
   config.stream = stream;
   cudaLaunchAttribute pdl{};

@@ -79,8 +79,6 @@ struct AttentionParams {
   bool q_by_producer;
   CUtensorMap kv_tma;
   float* max_accum;           // split sparse prefill: [slots, h_kv, rows] partial row maxima (log2 units), or nullptr
-  int lse_group;              // sparse: query token t is element (t / lse_group, h, t % lse_group) (a sparse decode's
-                              // s_q: its lse is [b, h_q, s_q] while each token is a request of its own); dense: 1
 };
 
 struct PlanParams {
@@ -108,7 +106,6 @@ struct CombineParams {
   float* max_logits;          // [b, h_q] when max_accum is given
   int64_t out_stride_b, out_stride_s, out_stride_h;
   int batch, s_q, h_q, h_kv, rows;
-  int lse_group;              // as AttentionParams::lse_group
   int num_parts;              // rows of by_part
   bool programmatic;          // launch as a programmatic dependent of the attention kernel (PDL)
   bool few_splits;            // the plan averages at most two splits per request (combine.cu)

@@ -128,7 +128,7 @@ class SM90Backend(Backend):
     def sparse_prefill(self, q, kv, indices, *, softmax_scale, head_dim_v, attn_sink, topk_length):
         lengths = topk_length.contiguous() if topk_length is not None else None
         return tuple(self.ext.sparse_attention(q, kv.unsqueeze(1), indices, lengths, softmax_scale, attn_sink,
-                                               True, None, None, False, 1))
+                                               True, None, None, False))
 
     def sparse_decode(self, q, kv_cache, indices, *, kv_format, head_dim_v, softmax_scale, topk_length,
                       attn_sink, plan):
@@ -143,6 +143,5 @@ class SM90Backend(Backend):
         lengths = topk_length[:, None].expand(b, s_q).contiguous().view(tokens) if topk_length is not None else None
         out, _, lse = self.ext.sparse_attention(q.reshape(tokens, h_q, d), kv_cache,
                                                 indices.reshape(tokens, 1, indices.shape[-1]), lengths,
-                                                softmax_scale, attn_sink, False, schedule, num_splits, unsplit,
-                                                s_q)  # lse written as [b, h_q, s_q] (no transposing copy)
-        return out.view(b, s_q, h_q, -1), lse.view(b, h_q, s_q)
+                                                softmax_scale, attn_sink, False, schedule, num_splits, unsplit)
+        return out.view(b, s_q, h_q, -1), lse.view(b, s_q, h_q).transpose(1, 2).contiguous()
