@@ -245,8 +245,9 @@ std::vector<torch::Tensor> dense_decode(torch::Tensor q, torch::Tensor kv, torch
 // 656] uint8 (fp8_v32), indices [N, h_kv, topk] absolute slots, lengths [N] or None -> (out [N, h_q, 512],
 // max_logits [N, h_q] (empty unless asked), lse [N, h_q]). Sparse prefill and (token-major) sparse decode
 // both come here. With a plan (schedule, num_splits [N + 1]) a token's keys may be split across CTAs and
-// merged by the combine kernel (unsplit: the plan has one part per token, so nothing is merged); without one every token is one CTA's whole run, except that a sparse prefill
-// may split the tokens at the boundaries of its persistent CTAs' runs (below).
+// merged by the combine kernel (unsplit: the plan has one part per token, so nothing is merged); without one
+// every token is one CTA's whole run, except that a sparse prefill may split the tokens at the boundaries of
+// its persistent CTAs' runs (below).
 std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, torch::Tensor indices,
                                             c10::optional<torch::Tensor> lengths, double softmax_scale,
                                             c10::optional<torch::Tensor> attn_sink, bool with_max_logits,
@@ -266,7 +267,8 @@ std::vector<torch::Tensor> sparse_attention(torch::Tensor q, torch::Tensor kv, t
     TORCH_CHECK(st <= std::numeric_limits<int32_t>::max(), "flashmla_sm90: a stride exceeds int32");
   }
   const int64_t capacity = cache_capacity(kv);
-  TORCH_CHECK(!with_max_logits || !schedule.has_value(), "flashmla_sm90: max_logits comes with the binding's own plan (no schedule)");
+  TORCH_CHECK(!with_max_logits || !schedule.has_value(),
+              "flashmla_sm90: max_logits comes with the binding's own plan (no schedule)");
   TORCH_CHECK(!lengths.has_value() || (lengths->numel() == n && lengths->stride(0) == 1),
               "flashmla_sm90: topk lengths must be a contiguous [N] tensor");
   const int64_t rows = h_q / h_kv;
