@@ -9,10 +9,10 @@
 // A split costs a float32 partial write and the combine: when there are parts for all requests and
 // none costs more than kSplitWorthOverheadPercent above an equal cut, whole requests are the faster plan
 // (measured on the H100: 4-10 % on b = 128 memory-bound rows; docs/benchmarks/sm90-dense-decode.md).
-// Uniform plans (sparse prefill: every query token is topk keys, thousands of tokens) cut the tokens' pairs of
-// tiles into num_parts equal runs, one persistent CTA each, so that no CTA runs a whole token more than the
-// others (4096 tokens on 132 CTAs: 32 vs 31.03); only the tokens at part boundaries are split, and only
-// they get partial-output slots.
+// Uniform-tile plans (uniform_tiles > 0; the sparse prefill when whole tokens would leave its persistent CTAs
+// over 15 % idle, e.g. fewer tokens than CTAs: binding.cpp) cut the tokens' pairs of tiles into num_parts equal
+// runs, one CTA each; only the tokens at part boundaries are split, and only they get partial-output slots.
+// (Not the "uniform plans" above, which cut every request into k parts.)
 #include "../common/api.h"
 
 namespace flashmla_sm90 {
