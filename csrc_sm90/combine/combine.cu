@@ -156,7 +156,6 @@ __global__ void __launch_bounds__(kCombineThreads, kCombineCtasPerSm) combine_ke
         make_uint2(pack2<T>(acc[k].x * factor, acc[k].y * factor), pack2<T>(acc[k].z * factor, acc[k].w * factor));
   }
   if (t == 0) p.lse[(int64_t(req) * p.h_q + h) * p.s_q + j] = empty ? INFINITY : lse2 * kLn2;
-
 }
 
 cudaError_t launch_combine(const CombineParams& p, DType dtype, cudaStream_t stream) {
